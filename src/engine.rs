@@ -1,0 +1,475 @@
+//! Consume, quota and key administration in terms of the store. No HTTP types here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::metrics as m;
+use crate::quota::{
+    format_instant, ApiKey, Catalogue, ConsumeRequest, Decision, InputError, KeyId, KeyRecord,
+    Period,
+};
+use crate::store::{from_reply, keys, Scripts, Store, StoreError};
+
+/// Where the engine gets the current time; injectable so tests can cross month ends.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// How long a usage counter outlives its period, so late reads still see it.
+const COUNTER_GRACE_MS: i64 = 35 * 86_400 * 1000;
+
+/// What to do when a shard's audit stream is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BacklogPolicy {
+    /// Fail admissions closed with `audit_backlog_full`.
+    Reject,
+    /// Keep admitting; trim the oldest entries and count them as lost.
+    Trim,
+}
+
+/// Engine settings that shape every decision.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// S, the number of shards; fixed per deployment.
+    pub shards: u32,
+    /// How long an allowed decision is kept under its idempotency key.
+    pub idempotency_ttl: Duration,
+    /// Entries a shard's audit stream may hold before admissions stop (or trim).
+    pub max_backlog: u64,
+    /// What happens past `max_backlog`.
+    pub on_backlog: BacklogPolicy,
+    /// Whether denials also leave an audit record.
+    pub include_denied: bool,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            shards: 64,
+            idempotency_ttl: Duration::from_secs(86_400),
+            max_backlog: 1_000_000,
+            on_backlog: BacklogPolicy::Reject,
+            include_denied: false,
+        }
+    }
+}
+
+/// Why an engine call did not produce a decision.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The API key is unknown or inactive (deliberately not told apart).
+    #[error("the API key is unknown or inactive")]
+    InvalidKey,
+    /// The idempotency key was used before with a different cost or endpoint.
+    #[error("the idempotency key was already used with a different cost or endpoint")]
+    IdempotencyKeyReused,
+    /// The tier is not in this node's catalogue.
+    #[error("tier {0:?} is not in the tier catalogue")]
+    UnknownTier(String),
+    /// The shard's audit stream holds `audit.max_backlog` entries.
+    #[error("the audit backlog of shard {0} is full")]
+    BacklogFull(u32),
+    /// No key has this id.
+    #[error("no key with this id")]
+    NotFound,
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Redis records another shard count than this node's.
+    #[error("redis records {recorded} shards but this node is configured with {configured}")]
+    ShardMismatch {
+        /// This node's `shards` setting.
+        configured: u32,
+        /// What `quotad:meta` holds.
+        recorded: u32,
+    },
+    /// Redis trouble (503) or a bug in a script (500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A key to create.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The tier; must be in the catalogue.
+    pub tier: String,
+    /// A caller-supplied key, or `None` to generate one.
+    pub key: Option<ApiKey>,
+    /// An optional label.
+    pub name: Option<String>,
+    /// An optional per-key limit override.
+    pub monthly_limit: Option<u64>,
+}
+
+/// The result of get-or-create.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The stored record.
+    pub record: KeyRecord,
+    /// The plaintext key, only when this call created it (it is shown once).
+    pub key: Option<ApiKey>,
+}
+
+/// Changes to a key; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUpdate {
+    /// A new tier.
+    pub tier: Option<String>,
+    /// Activate or deactivate.
+    pub active: Option<bool>,
+    /// `Some(None)` clears the override, `Some(Some(n))` sets it.
+    pub monthly_limit: Option<Option<u64>>,
+}
+
+/// A key record with its current-period usage, as admins see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    /// The stored record.
+    #[serde(flatten)]
+    pub record: KeyRecord,
+    /// The current period, `YYYY-MM`.
+    pub period: String,
+    /// The effective limit; `None` = unlimited.
+    pub limit: Option<u64>,
+    /// Units used this period.
+    pub used: u64,
+    /// Units left; `None` = unlimited.
+    pub remaining: Option<u64>,
+    /// When the period resets.
+    pub reset_at: String,
+}
+
+/// What `start` found in `quotad:meta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaStatus {
+    /// Whether another catalogue fingerprint is recorded than this node's.
+    pub catalogue_mismatch: bool,
+}
+
+/// The quota engine: every decision and key change goes through here.
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    scripts: Arc<Scripts>,
+    catalogue: Arc<Catalogue>,
+    catalogue_args: Arc<Vec<String>>,
+    settings: EngineSettings,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An engine over `store`; call [`Engine::start`] before serving.
+    pub fn new(store: Store, catalogue: Catalogue, settings: EngineSettings, clock: Clock) -> Self {
+        Engine {
+            store,
+            scripts: Arc::new(Scripts::default()),
+            catalogue_args: Arc::new(catalogue.script_args()),
+            catalogue: Arc::new(catalogue),
+            settings,
+            clock,
+        }
+    }
+
+    /// Loads the scripts and checks `quotad:meta`: a different shard count refuses to
+    /// start; a different catalogue is logged, counted and reported.
+    pub async fn start(&self) -> Result<MetaStatus, EngineError> {
+        self.store.load_scripts(&self.scripts).await?;
+        let fingerprint = self.catalogue.fingerprint();
+        let (recorded, recorded_fp) = self
+            .store
+            .claim_meta(self.settings.shards, &fingerprint)
+            .await?;
+        if recorded != self.settings.shards {
+            return Err(EngineError::ShardMismatch {
+                configured: self.settings.shards,
+                recorded,
+            });
+        }
+        Ok(self.note_catalogue(Some(recorded_fp)))
+    }
+
+    /// Re-reads the recorded catalogue fingerprint (for readiness checks).
+    pub async fn check_catalogue(&self) -> Result<MetaStatus, EngineError> {
+        let recorded = self.store.recorded_catalogue().await?;
+        Ok(self.note_catalogue(recorded))
+    }
+
+    fn note_catalogue(&self, recorded: Option<String>) -> MetaStatus {
+        let mismatch = recorded.is_some_and(|fp| fp != self.catalogue.fingerprint());
+        if mismatch {
+            tracing::error!(
+                "this node's tier catalogue differs from the one recorded in redis; every node must run the same [tiers]"
+            );
+        }
+        metrics::gauge!(m::TIER_CATALOGUE_MISMATCH).set(if mismatch { 1.0 } else { 0.0 });
+        MetaStatus {
+            catalogue_mismatch: mismatch,
+        }
+    }
+
+    /// The store, for components that share its connections.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The tier catalogue.
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// The engine settings.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// The engine's current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Decides one request in one EVALSHA; allowed or denied is a `Decision`.
+    pub async fn consume(
+        &self,
+        key: &ApiKey,
+        req: &ConsumeRequest,
+    ) -> Result<Decision, EngineError> {
+        let result = self.consume_once(key, req).await;
+        let (outcome, tier) = match &result {
+            Ok(d) if d.replayed => ("replayed", d.tier.as_str()),
+            Ok(d) if d.allowed => ("allowed", d.tier.as_str()),
+            Ok(d) => ("denied", d.tier.as_str()),
+            Err(EngineError::InvalidKey) => ("invalid_key", ""),
+            Err(EngineError::IdempotencyKeyReused) => ("key_reused", ""),
+            Err(_) => ("error", ""),
+        };
+        let tier = tier.to_owned();
+        metrics::counter!(m::DECISIONS, "outcome" => outcome, "tier" => tier).increment(1);
+        result
+    }
+
+    async fn consume_once(
+        &self,
+        key: &ApiKey,
+        req: &ConsumeRequest,
+    ) -> Result<Decision, EngineError> {
+        let now = self.now();
+        let id = key.id();
+        let shard = id.shard(self.settings.shards);
+        let period = Period::containing(now);
+        let now_ms = now.timestamp_millis();
+        let reset_ms = period.reset_at().timestamp_millis();
+        let idem = req.idempotency_key.as_deref().unwrap_or("");
+        let mut inv = self.scripts.consume.prepare_invoke();
+        inv.key(keys::record(shard, &id))
+            .key(keys::usage(shard, &id, period))
+            .key(keys::idempotency(shard, &id, idem))
+            .key(keys::audit_stream(shard))
+            .arg(id.as_str())
+            .arg(req.cost)
+            .arg(now_ms)
+            .arg(reset_ms - now_ms + COUNTER_GRACE_MS)
+            .arg(reset_ms)
+            .arg(idem)
+            .arg(req.fingerprint())
+            .arg(self.settings.idempotency_ttl.as_millis() as u64)
+            .arg(self.settings.max_backlog)
+            .arg(match self.settings.on_backlog {
+                BacklogPolicy::Reject => "reject",
+                BacklogPolicy::Trim => "trim",
+            })
+            .arg(if self.settings.include_denied {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(format_instant(now))
+            .arg(&req.endpoint)
+            .arg(req.extras.to_json())
+            .arg(self.catalogue_args.as_slice());
+        let reply: redis::Value = self.store.invoke(&inv).await?;
+        let (status, tier, limit, used, entry_id, reset_ms, trimmed): (
+            String,
+            String,
+            i64,
+            u64,
+            String,
+            i64,
+            u64,
+        ) = from_reply(reply, "consume.lua reply")?;
+        if trimmed > 0 {
+            tracing::warn!(
+                shard = shard.0,
+                trimmed,
+                "audit backlog full: trimmed unpersisted entries"
+            );
+            metrics::counter!(m::AUDIT_TRIMMED_UNPERSISTED).increment(trimmed);
+        }
+        let period = period_ending_at(reset_ms)?;
+        let limit = u64::try_from(limit).ok();
+        let mut decision = Decision::new(&id, tier, limit, used, period);
+        match status.as_str() {
+            "allowed" | "replayed" => {
+                decision.replayed = status == "replayed";
+                decision.audit_id = Some(format!("q{:03}-{entry_id}", shard.0));
+                Ok(decision)
+            }
+            "denied" => {
+                decision.allowed = false;
+                Ok(decision)
+            }
+            "invalid_key" => Err(EngineError::InvalidKey),
+            "key_reused" => Err(EngineError::IdempotencyKeyReused),
+            "unknown_tier" => Err(self.unknown_tier(&id, decision.tier)),
+            "backlog_full" => Err(EngineError::BacklogFull(shard.0)),
+            other => Err(StoreError::Reply(format!("consume.lua status {other:?}")).into()),
+        }
+    }
+
+    fn unknown_tier(&self, id: &KeyId, tier: String) -> EngineError {
+        tracing::error!(key_id = %id, tier = %tier, "key is on a tier missing from the catalogue");
+        EngineError::UnknownTier(tier)
+    }
+
+    /// The key's current decision without consuming: `allowed` = something remains.
+    pub async fn quota(&self, key: &ApiKey) -> Result<Decision, EngineError> {
+        let id = key.id();
+        let view = match self.usage_of(&id).await {
+            Err(EngineError::NotFound) => return Err(EngineError::InvalidKey),
+            other => other?,
+        };
+        if !view.record.active {
+            return Err(EngineError::InvalidKey);
+        }
+        let period = Period::containing(self.now());
+        let mut decision = Decision::new(&id, view.record.tier, view.limit, view.used, period);
+        decision.allowed = view.remaining.is_none_or(|r| r > 0);
+        Ok(decision)
+    }
+
+    /// Get-or-create a key. A supplied key that exists is returned unchanged, without it.
+    pub async fn create_key(&self, new: NewKey) -> Result<Created, EngineError> {
+        self.tier_limit(&new.tier)?;
+        let key = new.key.unwrap_or_else(ApiKey::generate);
+        let id = key.id();
+        let shard = id.shard(self.settings.shards);
+        let mut inv = self.scripts.create_key.prepare_invoke();
+        inv.key(keys::record(shard, &id))
+            .arg(&new.tier)
+            .arg(format_instant(self.now()))
+            .arg(new.name.as_deref().unwrap_or(""))
+            .arg(new.monthly_limit.map(|l| l.to_string()).unwrap_or_default());
+        let (created, record) = self.record_reply(&id, self.store.invoke(&inv).await?)?;
+        let record =
+            record.ok_or_else(|| StoreError::Reply("create_key.lua: empty record".into()))?;
+        Ok(Created {
+            record,
+            key: created.then_some(key),
+        })
+    }
+
+    /// A key's record and current-period usage.
+    pub async fn key(&self, id: &KeyId) -> Result<KeyView, EngineError> {
+        self.usage_of(id).await
+    }
+
+    /// Changes an existing key; never creates one.
+    pub async fn update_key(
+        &self,
+        id: &KeyId,
+        update: KeyUpdate,
+    ) -> Result<KeyRecord, EngineError> {
+        if let Some(tier) = &update.tier {
+            self.tier_limit(tier)?;
+        }
+        let shard = id.shard(self.settings.shards);
+        let (mode, limit) = match update.monthly_limit {
+            None => ("keep", String::new()),
+            Some(None) => ("clear", String::new()),
+            Some(Some(l)) => ("set", l.to_string()),
+        };
+        let mut inv = self.scripts.update_key.prepare_invoke();
+        inv.key(keys::record(shard, id))
+            .arg(update.tier.as_deref().unwrap_or(""))
+            .arg(match update.active {
+                None => "",
+                Some(true) => "1",
+                Some(false) => "0",
+            })
+            .arg(mode)
+            .arg(limit);
+        let (_, record) = self.record_reply(id, self.store.invoke(&inv).await?)?;
+        record.ok_or(EngineError::NotFound)
+    }
+
+    fn record_reply(
+        &self,
+        id: &KeyId,
+        reply: redis::Value,
+    ) -> Result<(bool, Option<KeyRecord>), EngineError> {
+        let items: Vec<redis::Value> = from_reply(reply, "key script reply")?;
+        let mut items = items.into_iter();
+        let flag: i64 = from_reply(items.next().unwrap_or(redis::Value::Nil), "key script flag")?;
+        let fields: Vec<String> = from_reply(redis::Value::Array(items.collect()), "key fields")?;
+        let pairs: Vec<(String, String)> = fields
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect();
+        Ok((flag == 1, KeyRecord::from_fields(id.as_str(), &pairs)))
+    }
+
+    async fn usage_of(&self, id: &KeyId) -> Result<KeyView, EngineError> {
+        let now = self.now();
+        let shard = id.shard(self.settings.shards);
+        let period = Period::containing(now);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(keys::record(shard, id))
+            .get(keys::usage(shard, id, period));
+        let (fields, used): (Vec<(String, String)>, Option<u64>) =
+            self.store.query_pipe(&pipe).await?;
+        let record = KeyRecord::from_fields(id.as_str(), &fields).ok_or(EngineError::NotFound)?;
+        let limit = match record.monthly_limit {
+            Some(l) if self.catalogue.get(&record.tier).is_some() => Some(l),
+            _ => self
+                .tier_limit(&record.tier)
+                .map_err(|_| self.unknown_tier(id, record.tier.clone()))?,
+        };
+        let used = used.unwrap_or(0);
+        Ok(KeyView {
+            period: period.label(),
+            limit,
+            used,
+            remaining: limit.map(|l| l.saturating_sub(used)),
+            reset_at: period.reset_at_string(),
+            record,
+        })
+    }
+
+    fn tier_limit(&self, tier: &str) -> Result<Option<u64>, EngineError> {
+        self.catalogue
+            .get(tier)
+            .map(|t| t.monthly_limit)
+            .ok_or_else(|| EngineError::UnknownTier(tier.to_owned()))
+    }
+}
+
+/// The period whose reset instant is `reset_ms`.
+fn period_ending_at(reset_ms: i64) -> Result<Period, StoreError> {
+    DateTime::from_timestamp_millis(reset_ms - 1)
+        .map(Period::containing)
+        .ok_or_else(|| StoreError::Reply(format!("bad reset instant {reset_ms}")))
+}

@@ -1,0 +1,25 @@
+//! quotad: exact, fail-closed monthly API quotas on Redis, with a crash-safe audit log.
+//!
+//! # Layout
+//!
+//! - [`quota`]: the domain (tiers, periods, keys, decisions); pure values, no I/O.
+//! - [`store`]: Redis: the pool, every key name, the Lua scripts, error sorting.
+//! - [`engine`]: consume, quota and key administration in terms of the store.
+//! - [`config`]: the typed settings, from a TOML file and `QUOTAD_*` variables.
+//! - [`metrics`]: metric names, described once.
+//!
+//! # A consume, end to end
+//!
+//! `engine::Engine::consume` hashes the API key to its `key_id` and shard, then runs
+//! `lua/consume.lua` with one EVALSHA: the script checks the key record, the
+//! idempotency entry, the limit and the audit backlog, then XADDs the audit record,
+//! INCRBYs the counter and stores the decision, all atomically in one slot.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod quota;
+pub mod store;

@@ -1,0 +1,97 @@
+//! The `quotad` binary: parses the command line and config, then calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use quotad::cli::{run_keys, KeysCommand};
+use quotad::config::Config;
+use quotad::engine::{system_clock, Engine};
+use quotad::store::Store;
+
+/// sysexits EX_USAGE: the configuration or command line is wrong.
+const EX_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "quotad",
+    version,
+    about = "Exact, fail-closed API quotas on Redis"
+)]
+struct Args {
+    /// TOML config file; every setting can also come from QUOTAD_* variables.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage API keys directly in Redis.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUOTAD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Config::load(args.config.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("quotad: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    runtime.block_on(run(config, args.command))
+}
+
+async fn run(config: Config, command: Command) -> ExitCode {
+    let store = match Store::new(
+        &config.redis_url,
+        config.redis_timeout(),
+        config.redis_pool_size,
+    ) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("quotad: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let engine = Engine::new(
+        store,
+        config.catalogue(),
+        config.engine_settings(),
+        system_clock(),
+    );
+    if let Err(e) = engine.start().await {
+        eprintln!("quotad: {e}");
+        return ExitCode::FAILURE;
+    }
+    match command {
+        Command::Keys(cmd) => match run_keys(&engine, cmd).await {
+            Ok(out) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out).expect("JSON serializes")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(quotad::cli::CliError::Usage(msg)) => {
+                eprintln!("quotad: {msg}");
+                ExitCode::from(EX_USAGE)
+            }
+            Err(e) => {
+                eprintln!("quotad: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

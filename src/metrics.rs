@@ -1,0 +1,61 @@
+//! Metric names (a contract: dashboards and alerts use them), described once at start-up.
+//! No key ids or other unbounded values ever go into labels.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Decisions by `outcome` (allowed|denied|replayed|key_reused|invalid_key|error) and `tier`.
+pub const DECISIONS: &str = "quotad_decisions_total";
+/// HTTP request to response time of decision routes.
+pub const DECISION_DURATION: &str = "quotad_decision_duration_seconds";
+/// Redis failures by `kind`.
+pub const REDIS_ERRORS: &str = "quotad_redis_errors_total";
+/// Entries waiting in each shard's audit stream, by `shard`.
+pub const AUDIT_BACKLOG: &str = "quotad_audit_backlog";
+/// Audit records committed to SQLite.
+pub const AUDIT_PERSISTED: &str = "quotad_audit_persisted_total";
+/// Time to persist and acknowledge one audit batch.
+pub const AUDIT_BATCH_DURATION: &str = "quotad_audit_batch_duration_seconds";
+/// Audit entries trimmed before they were persisted (trim mode only).
+pub const AUDIT_TRIMMED_UNPERSISTED: &str = "quotad_audit_trimmed_unpersisted_total";
+/// Audit records deleted by the retention job.
+pub const AUDIT_RETENTION_DELETED: &str = "quotad_audit_retention_deleted_total";
+/// 1 when this node's tier catalogue differs from the one recorded in Redis.
+pub const TIER_CATALOGUE_MISMATCH: &str = "quotad_tier_catalogue_mismatch";
+/// HTTP requests by `route` and `status`.
+pub const HTTP_REQUESTS: &str = "quotad_http_requests_total";
+
+/// Histogram buckets for request latencies, in seconds (100 µs to 2.5 s).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Describes every metric to the installed recorder.
+pub fn describe() {
+    describe_counter!(DECISIONS, "Quota decisions by outcome and tier");
+    describe_histogram!(
+        DECISION_DURATION,
+        Unit::Seconds,
+        "HTTP request to response time of decisions"
+    );
+    describe_counter!(REDIS_ERRORS, "Redis failures by kind");
+    describe_gauge!(AUDIT_BACKLOG, "Entries in each shard's audit stream");
+    describe_counter!(AUDIT_PERSISTED, "Audit records committed to SQLite");
+    describe_histogram!(
+        AUDIT_BATCH_DURATION,
+        Unit::Seconds,
+        "Time to persist one audit batch"
+    );
+    describe_counter!(
+        AUDIT_TRIMMED_UNPERSISTED,
+        "Audit entries trimmed before being persisted"
+    );
+    describe_counter!(
+        AUDIT_RETENTION_DELETED,
+        "Audit records deleted by retention"
+    );
+    describe_gauge!(
+        TIER_CATALOGUE_MISMATCH,
+        "1 when this node's tier catalogue differs from Redis"
+    );
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
+}

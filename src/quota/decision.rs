@@ -1,0 +1,205 @@
+//! What a consume asks for and what it gets back.
+
+use serde::{Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use super::{KeyId, Period};
+
+/// The largest cost one request may carry.
+pub const MAX_COST: u64 = 1_000_000;
+/// The most `request`, `response` and `error` may take together, serialized.
+pub const MAX_AUDIT_EXTRAS_BYTES: usize = 16 * 1024;
+/// The longest endpoint label kept.
+const MAX_ENDPOINT_CHARS: usize = 2048;
+
+/// Input that breaks a rule; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Optional context stored with the audit record of an admitted request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AuditExtras {
+    /// Any JSON the caller sends as the request summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<serde_json::Value>,
+    /// Any JSON the caller sends as the response summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
+    /// An error text, when the request failed upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long the upstream took, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processing_ms: Option<f64>,
+}
+
+impl AuditExtras {
+    /// The extras as one JSON object (empty object when none are set).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("JSON values always serialize")
+    }
+}
+
+/// One request to consume units, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumeRequest {
+    /// Units to consume, 1..=MAX_COST.
+    pub cost: u64,
+    /// The endpoint label recorded with the audit record.
+    pub endpoint: String,
+    /// Optional client idempotency key, 1–255 characters in 0x21–0x7E.
+    pub idempotency_key: Option<String>,
+    /// Context for the audit record.
+    pub extras: AuditExtras,
+}
+
+impl ConsumeRequest {
+    /// Validates every field; the error names the first field that is wrong.
+    pub fn new(
+        cost: u64,
+        endpoint: String,
+        idempotency_key: Option<String>,
+        extras: AuditExtras,
+    ) -> Result<Self, InputError> {
+        if !(1..=MAX_COST).contains(&cost) {
+            return Err(InputError(format!(
+                "cost must be an integer from 1 to {MAX_COST}"
+            )));
+        }
+        if endpoint.chars().count() > MAX_ENDPOINT_CHARS {
+            return Err(InputError(format!(
+                "endpoint is longer than {MAX_ENDPOINT_CHARS} characters"
+            )));
+        }
+        if let Some(key) = &idempotency_key {
+            validate_idempotency_key(key)?;
+        }
+        let extras_len = serde_json::to_vec(&(&extras.request, &extras.response, &extras.error))
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if extras_len > MAX_AUDIT_EXTRAS_BYTES {
+            return Err(InputError(format!(
+                "request, response and error together exceed {MAX_AUDIT_EXTRAS_BYTES} bytes"
+            )));
+        }
+        Ok(ConsumeRequest {
+            cost,
+            endpoint,
+            idempotency_key,
+            extras,
+        })
+    }
+
+    /// A plain request of `cost` units at `endpoint`.
+    pub fn simple(cost: u64, endpoint: &str) -> Result<Self, InputError> {
+        Self::new(cost, endpoint.to_owned(), None, AuditExtras::default())
+    }
+
+    /// What a repeat with the same idempotency key must match: cost and endpoint.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::digest(format!("{}\n{}", self.cost, self.endpoint));
+        hex::encode(&digest[..12])
+    }
+}
+
+/// Checks an idempotency key: 1–255 characters in 0x21–0x7E.
+pub fn validate_idempotency_key(key: &str) -> Result<(), InputError> {
+    let ok = (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(InputError(
+            "idempotency_key must be 1-255 characters in 0x21-0x7E".to_owned(),
+        ))
+    }
+}
+
+/// The answer to a consume or quota query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The key's id (never the key).
+    pub key_id: String,
+    /// The key's tier.
+    pub tier: String,
+    /// The effective monthly limit; `None` = unlimited.
+    pub limit: Option<u64>,
+    /// Units used this period, after this request if it was allowed.
+    pub used: u64,
+    /// Units left; `None` = unlimited.
+    pub remaining: Option<u64>,
+    /// When the period resets.
+    #[serde(serialize_with = "serialize_reset")]
+    pub reset_at: Period,
+    /// Whether this is a stored answer to an earlier request.
+    pub replayed: bool,
+    /// The audit record's id; `None` when nothing was recorded.
+    pub audit_id: Option<String>,
+}
+
+fn serialize_reset<S: Serializer>(period: &Period, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&period.reset_at_string())
+}
+
+impl Decision {
+    /// Builds a decision, deriving `remaining` from limit and used.
+    pub fn new(
+        key_id: &KeyId,
+        tier: String,
+        limit: Option<u64>,
+        used: u64,
+        period: Period,
+    ) -> Self {
+        Decision {
+            allowed: true,
+            key_id: key_id.as_str().to_owned(),
+            tier,
+            limit,
+            used,
+            remaining: limit.map(|l| l.saturating_sub(used)),
+            reset_at: period,
+            replayed: false,
+            audit_id: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_bounds() {
+        assert!(ConsumeRequest::simple(0, "/").is_err());
+        assert!(ConsumeRequest::simple(MAX_COST + 1, "/").is_err());
+        assert!(ConsumeRequest::simple(MAX_COST, "/").is_ok());
+    }
+
+    #[test]
+    fn idempotency_key_rules() {
+        let req =
+            |k: &str| ConsumeRequest::new(1, "/".into(), Some(k.into()), AuditExtras::default());
+        assert!(req("").is_err());
+        assert!(req("has space").is_err());
+        assert!(req(&"a".repeat(256)).is_err());
+        assert!(req(&"a".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn extras_over_16_kib_are_refused() {
+        let extras = AuditExtras {
+            error: Some("e".repeat(MAX_AUDIT_EXTRAS_BYTES)),
+            ..Default::default()
+        };
+        assert!(ConsumeRequest::new(1, "/".into(), None, extras).is_err());
+    }
+
+    #[test]
+    fn fingerprint_covers_cost_and_endpoint() {
+        let a = ConsumeRequest::simple(1, "/a").unwrap().fingerprint();
+        assert_ne!(a, ConsumeRequest::simple(2, "/a").unwrap().fingerprint());
+        assert_ne!(a, ConsumeRequest::simple(1, "/b").unwrap().fingerprint());
+    }
+}
