@@ -1,1 +1,187 @@
-fn main() {}
+//! Engine throughput: consume decisions/s at 1, 16 and 64 concurrent tasks against a
+//! spawned redis-server, beside a raw EVALSHA of the same script through the same pool.
+//!
+//! `cargo bench --bench engine` (QUOTAD_BENCH_SECS sets seconds per step, default 3).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quotad::engine::{system_clock, Engine, EngineSettings, NewKey};
+use quotad::quota::{format_instant, ApiKey, Catalogue, ConsumeRequest, Period};
+use quotad::store::{keys, Store};
+
+struct Redis {
+    child: Child,
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (apt-get install -y redis-server)");
+        let redis = Redis {
+            child,
+            _dir: dir,
+            socket,
+        };
+        let client = redis::Client::open(redis.url()).expect("url");
+        for _ in 0..500 {
+            if client.get_connection().is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tasks` loops of `op` for `secs`, returning operations per second.
+async fn measure<F, Fut>(tasks: usize, secs: f64, op: F) -> f64
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (op, stop, count) = (op.clone(), stop.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    op(t, i).await;
+                    i += 1;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.expect("bench task");
+    }
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: f64 = std::env::var("QUOTAD_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let redis = Redis::start();
+    let store = Store::new(&redis.url(), Duration::from_millis(250), 64).expect("store");
+    let engine = Engine::new(
+        store.clone(),
+        Catalogue::default(),
+        EngineSettings::default(),
+        system_clock(),
+    );
+    engine.start().await.expect("engine starts");
+    let mut api_keys = Vec::new();
+    for _ in 0..64 {
+        let new = NewKey {
+            tier: "enterprise".into(),
+            key: None,
+            name: None,
+            monthly_limit: None,
+        };
+        api_keys.push(
+            engine
+                .create_key(new)
+                .await
+                .expect("key")
+                .key
+                .expect("generated"),
+        );
+    }
+    let api_keys = Arc::new(api_keys);
+    let request = Arc::new(ConsumeRequest::simple(1, "/bench").expect("request"));
+
+    println!("quotad engine bench: {secs} s per step, unlimited keys, one key per task");
+    println!(
+        "{:>6} {:>14} {:>14} {:>7}",
+        "tasks", "engine dec/s", "raw EVALSHA/s", "ratio"
+    );
+    for tasks in [1, 16, 64] {
+        let (e, k, r) = (engine.clone(), api_keys.clone(), request.clone());
+        let engine_rate = measure(tasks, secs, move |t, _| {
+            let (e, k, r) = (e.clone(), k.clone(), r.clone());
+            async move {
+                e.consume(&k[t], &r).await.expect("decision");
+            }
+        })
+        .await;
+        let (s, k) = (store.clone(), api_keys.clone());
+        let raw_rate = measure(tasks, secs, move |t, _| {
+            let (s, key) = (s.clone(), k[t].clone());
+            async move { raw_consume(&s, &key).await }
+        })
+        .await;
+        println!(
+            "{tasks:>6} {engine_rate:>14.0} {raw_rate:>14.0} {:>7.2}",
+            engine_rate / raw_rate
+        );
+    }
+}
+
+/// The same script with the same arguments the engine sends, built by hand.
+async fn raw_consume(store: &Store, key: &ApiKey) {
+    thread_local! {
+        static SCRIPT: redis::Script = redis::Script::new(include_str!("../lua/consume.lua"));
+    }
+    let script = SCRIPT.with(|s| s.clone());
+    let now = chrono::Utc::now();
+    let id = key.id();
+    let shard = id.shard(64);
+    let period = Period::containing(now);
+    let reset_ms = period.reset_at().timestamp_millis();
+    let mut inv = script.prepare_invoke();
+    inv.key(keys::record(shard, &id))
+        .key(keys::usage(shard, &id, period))
+        .key(keys::idempotency(shard, &id, ""))
+        .key(keys::audit_stream(shard))
+        .arg(id.as_str())
+        .arg(1)
+        .arg(now.timestamp_millis())
+        .arg(reset_ms - now.timestamp_millis() + 35 * 86_400_000)
+        .arg(reset_ms)
+        .arg("")
+        .arg("fp")
+        .arg(86_400_000)
+        .arg(1_000_000)
+        .arg("reject")
+        .arg("0")
+        .arg(format_instant(now))
+        .arg("/bench")
+        .arg("{}")
+        .arg(Catalogue::default().script_args());
+    let _: redis::Value = store.invoke(&inv).await.expect("raw EVALSHA");
+}

@@ -79,7 +79,10 @@ impl TestRedis {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -116,6 +119,26 @@ impl TestRedis {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis is running").id();
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid} failed");
     }
 
     /// Starts the server again at the same socket.
@@ -160,7 +183,12 @@ pub fn parse_time(s: &str) -> DateTime<Utc> {
 
 /// An engine on `redis` with default settings and the system clock, started.
 pub async fn engine(redis: &TestRedis) -> Engine {
-    engine_with(redis, EngineSettings::default(), quotad::engine::system_clock()).await
+    engine_with(
+        redis,
+        EngineSettings::default(),
+        quotad::engine::system_clock(),
+    )
+    .await
 }
 
 /// An engine on `redis` with its own pool, started.
