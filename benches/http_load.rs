@@ -2,8 +2,9 @@
 //! by N keep-alive connections; then the same consume script called directly with
 //! EVALSHA at the same concurrency, and the ratio of the two.
 //!
-//! `cargo bench --bench http_load [-- --conns 64 --secs 10 --keys 1000 --hot 0.2 --replay 0.1]`
-//! (or `QUOTAD_BENCH_CONNS`, `_SECS`, `_KEYS`, `_HOT`, `_REPLAY`). Keys are on the
+//! `cargo bench --bench http_load [-- --conns 64 --secs 10 --keys 1000 --hot 0.2 --replay 0.1
+//! --pool 32]` (or `QUOTAD_BENCH_CONNS`, `_SECS`, `_KEYS`, `_HOT`, `_REPLAY`, `_POOL`;
+//! `pool` is quotad's `redis_pool_size`, default 32 as in the config). Keys are on the
 //! unlimited `enterprise` tier so the load is admissions.
 
 use std::process::{Child, Command, Stdio};
@@ -31,6 +32,7 @@ struct Opts {
     keys: usize,
     hot: f64,
     replay: f64,
+    pool: u32,
 }
 
 fn opts() -> Opts {
@@ -50,6 +52,7 @@ fn opts() -> Opts {
         keys: get("keys", 1000.0) as usize,
         hot: get("hot", 0.2),
         replay: get("replay", 0.1),
+        pool: get("pool", 32.0) as u32,
     }
 }
 
@@ -72,7 +75,9 @@ impl Redis {
             .arg(dir.path())
             .stdout(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): apt-get install -y redis-server"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin} ({e}): apt-get install -y redis-server")
+            });
         let deadline = Instant::now() + Duration::from_secs(10);
         while !socket.exists() {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -82,7 +87,10 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis+unix://{}", self.dir.path().join("redis.sock").display())
+        format!(
+            "redis+unix://{}",
+            self.dir.path().join("redis.sock").display()
+        )
     }
 }
 
@@ -205,7 +213,12 @@ async fn http_worker(
         .await
         .expect("handshake");
     tokio::spawn(conn);
-    let mut picker = Picker { worker, sent: 0, recent: Vec::new(), opts };
+    let mut picker = Picker {
+        worker,
+        sent: 0,
+        recent: Vec::new(),
+        opts,
+    };
     let (mut hist, mut errors) = (histogram(), 0);
     let mut rng = StdRng::seed_from_u64(worker as u64);
     while !stop.load(Ordering::Relaxed) {
@@ -238,11 +251,19 @@ async fn raw_worker(
     stop: Arc<AtomicBool>,
     count: Arc<AtomicU64>,
 ) -> (Histogram<u64>, u64) {
-    let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
     let script = redis::Script::new(include_str!("../lua/consume.lua"));
     let catalogue = Catalogue::default().script_args();
     let settings = EngineSettings::default();
-    let mut picker = Picker { worker: worker + 1_000_000, sent: 0, recent: Vec::new(), opts };
+    let mut picker = Picker {
+        worker: worker + 1_000_000,
+        sent: 0,
+        recent: Vec::new(),
+        opts,
+    };
     let (mut hist, mut errors) = (histogram(), 0);
     let mut rng = StdRng::seed_from_u64(worker as u64);
     while !stop.load(Ordering::Relaxed) {
@@ -290,16 +311,35 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let handle = quotad::app::install_metrics().expect("recorder");
-        let store = Store::new(&redis.url(), Duration::from_millis(250), 32).expect("store");
-        let engine = Engine::new(store, Catalogue::default(), EngineSettings::default(), system_clock());
+        let store = Store::new(&redis.url(), Duration::from_millis(250), opts.pool).expect("store");
+        let engine = Engine::new(
+            store,
+            Catalogue::default(),
+            EngineSettings::default(),
+            system_clock(),
+        );
         engine.start().await.expect("engine starts");
         let mut keys = Vec::with_capacity(opts.keys);
         for _ in 0..opts.keys {
-            let new = NewKey { tier: "enterprise".into(), key: None, name: None, monthly_limit: None };
-            keys.push(engine.create_key(new).await.expect("key").key.expect("generated"));
+            let new = NewKey {
+                tier: "enterprise".into(),
+                key: None,
+                name: None,
+                monthly_limit: None,
+            };
+            keys.push(
+                engine
+                    .create_key(new)
+                    .await
+                    .expect("key")
+                    .key
+                    .expect("generated"),
+            );
         }
         let keys = Arc::new(keys);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = AppState::new(engine, AdminToken::generate().0, 65_536, handle, true);
         let shutdown = CancellationToken::new();

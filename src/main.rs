@@ -59,10 +59,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, command: Command) -> ExitCode {
-    let command = match command {
-        Command::Serve => return serve(config).await,
-        other => other,
-    };
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Keys(cmd) => keys(config, cmd).await,
+    }
+}
+
+/// `quotad keys …`: straight to Redis, no HTTP.
+async fn keys(config: Config, cmd: KeysCommand) -> ExitCode {
     let store = match Store::new(
         &config.redis_url,
         config.redis_timeout(),
@@ -84,25 +88,22 @@ async fn run(config: Config, command: Command) -> ExitCode {
         eprintln!("quotad: {e}");
         return ExitCode::FAILURE;
     }
-    match command {
-        Command::Serve => ExitCode::SUCCESS,
-        Command::Keys(cmd) => match run_keys(&engine, cmd).await {
-            Ok(out) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&out).expect("JSON serializes")
-                );
-                ExitCode::SUCCESS
-            }
-            Err(quotad::cli::CliError::Usage(msg)) => {
-                eprintln!("quotad: {msg}");
-                ExitCode::from(EX_USAGE)
-            }
-            Err(e) => {
-                eprintln!("quotad: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    match run_keys(&engine, cmd).await {
+        Ok(out) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("JSON serializes")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(quotad::cli::CliError::Usage(msg)) => {
+            eprintln!("quotad: {msg}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(e) => {
+            eprintln!("quotad: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -138,6 +139,11 @@ async fn serve(config: Config) -> ExitCode {
     tokio::spawn(app::cancel_on_signal(shutdown.clone()));
     match app::serve(&config, listener, admin, metrics, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ app::AppError::Store(_)) => {
+            // Only the Redis URL can be wrong before the first command.
+            eprintln!("quotad: {e}");
+            ExitCode::from(EX_USAGE)
+        }
         Err(e) => {
             eprintln!("quotad: {e}");
             ExitCode::FAILURE

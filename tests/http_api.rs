@@ -108,7 +108,9 @@ async fn every_route_answers_its_spec_status_and_bad_input_changes_nothing() {
     let huge = json!({"error": "e".repeat(70 * 1024)}).to_string();
     use Method as M;
     let cases = vec![
-        case("consume ok", M::POST, "/v1/consume").bearer(k).body("{}"),
+        case("consume ok", M::POST, "/v1/consume")
+            .bearer(k)
+            .body("{}"),
         case("consume no key", M::POST, "/v1/consume").expect(401, Some("missing_api_key")),
         case("consume unknown key", M::POST, "/v1/consume")
             .bearer("qk_not-a-key-that-exists")
@@ -170,17 +172,14 @@ async fn every_route_answers_its_spec_status_and_bad_input_changes_nothing() {
             .bearer(k)
             .body(huge)
             .expect(413, Some("payload_too_large")),
-        case("consume wrong method", M::GET, "/v1/consume")
-            .expect(405, Some("method_not_allowed")),
+        case("consume wrong method", M::GET, "/v1/consume").expect(405, Some("method_not_allowed")),
         case("quota ok", M::GET, "/v1/quota").bearer(k),
         case("quota no key", M::GET, "/v1/quota").expect(401, Some("missing_api_key")),
         case("quota unknown key", M::GET, "/v1/quota")
             .header("x-api-key", "qk_nope-nope-nope-nope")
             .expect(403, Some("invalid_api_key")),
-        case("quota wrong method", M::DELETE, "/v1/quota")
-            .expect(405, Some("method_not_allowed")),
-        case("authorize no key", M::GET, "/v1/authorize/x")
-            .expect(401, Some("missing_api_key")),
+        case("quota wrong method", M::DELETE, "/v1/quota").expect(405, Some("method_not_allowed")),
+        case("authorize no key", M::GET, "/v1/authorize/x").expect(401, Some("missing_api_key")),
         case("authorize ok", M::PUT, "/v1/authorize/x").bearer(k),
         case("unknown route", M::GET, "/v1/nope").expect(404, Some("not_found")),
         case("root", M::GET, "/").expect(404, Some("not_found")),
@@ -191,9 +190,13 @@ async fn every_route_answers_its_spec_status_and_bad_input_changes_nothing() {
             .bearer("wrong")
             .body(r#"{"tier":"free"}"#)
             .expect(401, Some("unauthorized")),
-        case("keys end-user key is not admin", M::GET, &format!("/v1/keys/{free_id}"))
-            .bearer(k)
-            .expect(401, Some("unauthorized")),
+        case(
+            "keys end-user key is not admin",
+            M::GET,
+            &format!("/v1/keys/{free_id}"),
+        )
+        .bearer(k)
+        .expect(401, Some("unauthorized")),
         case("keys unknown tier", M::POST, "/v1/keys")
             .bearer(&admin)
             .body(r#"{"tier":"gold"}"#)
@@ -214,44 +217,71 @@ async fn every_route_answers_its_spec_status_and_bad_input_changes_nothing() {
             .expect(201, None),
         case("keys wrong method", M::GET, "/v1/keys").expect(405, Some("method_not_allowed")),
         case("key get", M::GET, &format!("/v1/keys/{free_id}")).bearer(&admin),
-        case("key id uppercase", M::GET, &format!("/v1/keys/{}", free_id.to_uppercase()))
-            .bearer(&admin)
-            .expect(404, Some("not_found")),
+        case(
+            "key id uppercase",
+            M::GET,
+            &format!("/v1/keys/{}", free_id.to_uppercase()),
+        )
+        .bearer(&admin)
+        .expect(404, Some("not_found")),
         case("key id short", M::GET, "/v1/keys/abc")
             .bearer(&admin)
             .expect(404, Some("not_found")),
         case("key unknown", M::GET, &format!("/v1/keys/{unknown_id}"))
             .bearer(&admin)
             .expect(404, Some("not_found")),
-        case("key patch unknown", M::PATCH, &format!("/v1/keys/{unknown_id}"))
-            .bearer(&admin)
-            .body(r#"{"active":true}"#)
-            .expect(404, Some("not_found")),
-        case("key patch unknown tier", M::PATCH, &format!("/v1/keys/{free_id}"))
-            .bearer(&admin)
-            .body(r#"{"tier":"gold"}"#)
-            .expect(400, Some("unknown_tier")),
-        case("key patch bad active", M::PATCH, &format!("/v1/keys/{free_id}"))
-            .bearer(&admin)
-            .body(r#"{"active":"yes"}"#)
-            .expect(400, Some("bad_request"))
-            .naming("active"),
-        case("key delete unknown", M::DELETE, &format!("/v1/keys/{unknown_id}"))
-            .bearer(&admin)
-            .expect(404, Some("not_found")),
+        case(
+            "key patch unknown",
+            M::PATCH,
+            &format!("/v1/keys/{unknown_id}"),
+        )
+        .bearer(&admin)
+        .body(r#"{"active":true}"#)
+        .expect(404, Some("not_found")),
+        case(
+            "key patch unknown tier",
+            M::PATCH,
+            &format!("/v1/keys/{free_id}"),
+        )
+        .bearer(&admin)
+        .body(r#"{"tier":"gold"}"#)
+        .expect(400, Some("unknown_tier")),
+        case(
+            "key patch bad active",
+            M::PATCH,
+            &format!("/v1/keys/{free_id}"),
+        )
+        .bearer(&admin)
+        .body(r#"{"active":"yes"}"#)
+        .expect(400, Some("bad_request"))
+        .naming("active"),
+        case(
+            "key delete unknown",
+            M::DELETE,
+            &format!("/v1/keys/{unknown_id}"),
+        )
+        .bearer(&admin)
+        .expect(404, Some("not_found")),
         case("key wrong method", M::PUT, &format!("/v1/keys/{free_id}"))
             .bearer(&admin)
             .expect(405, Some("method_not_allowed")),
-        case("audit without reader", M::GET, &format!("/v1/keys/{free_id}/audit"))
-            .bearer(&admin)
-            .expect(503, Some("audit_unavailable")),
-        case("audit no token", M::GET, &format!("/v1/keys/{free_id}/audit"))
-            .expect(401, Some("unauthorized")),
+        case(
+            "audit without reader",
+            M::GET,
+            &format!("/v1/keys/{free_id}/audit"),
+        )
+        .bearer(&admin)
+        .expect(503, Some("audit_unavailable")),
+        case(
+            "audit no token",
+            M::GET,
+            &format!("/v1/keys/{free_id}/audit"),
+        )
+        .expect(401, Some("unauthorized")),
         case("healthz", M::GET, "/healthz"),
         case("readyz", M::GET, "/readyz"),
         case("metrics", M::GET, "/metrics"),
-        case("metrics wrong method", M::POST, "/metrics")
-            .expect(405, Some("method_not_allowed")),
+        case("metrics wrong method", M::POST, "/metrics").expect(405, Some("method_not_allowed")),
     ];
     for c in &cases {
         c.run(&app).await;
@@ -302,7 +332,10 @@ async fn decisions_carry_rate_limit_headers_and_denials_retry_after() {
         let resp = app.consume(&key, json!({})).await;
         assert_eq!(resp.status().as_u16(), status, "call {i}");
         let h = resp.headers().clone();
-        assert_eq!(h["ratelimit-policy"], "\"monthly\";q=2;w=2592000", "call {i}");
+        assert_eq!(
+            h["ratelimit-policy"], "\"monthly\";q=2;w=2592000",
+            "call {i}"
+        );
         assert_eq!(h["ratelimit"], ratelimit, "call {i}");
         assert_eq!(h["ratelimit-limit"], "2", "call {i}");
         assert_eq!(h["ratelimit-remaining"], remaining, "call {i}");
@@ -318,7 +351,9 @@ async fn decisions_carry_rate_limit_headers_and_denials_retry_after() {
             assert!(body["audit_id"].is_null());
         } else {
             assert!(h.get("retry-after").is_none());
-            assert!(body["audit_id"].as_str().is_some_and(|a| a.starts_with('q')));
+            assert!(body["audit_id"]
+                .as_str()
+                .is_some_and(|a| a.starts_with('q')));
         }
     }
     // GET /v1/quota: always 200, nothing consumed, allowed = something remains.
@@ -339,7 +374,12 @@ async fn decisions_carry_rate_limit_headers_and_denials_retry_after() {
     let unlimited = new_key(&app.engine, "enterprise").await;
     let resp = app.consume(&unlimited, json!({"cost": 1000000})).await;
     assert_eq!(resp.status(), 200);
-    for name in ["ratelimit", "ratelimit-policy", "ratelimit-limit", "retry-after"] {
+    for name in [
+        "ratelimit",
+        "ratelimit-policy",
+        "ratelimit-limit",
+        "retry-after",
+    ] {
         assert!(resp.headers().get(name).is_none(), "{name}");
     }
     let body: Value = resp.json().await.unwrap();
@@ -483,7 +523,12 @@ async fn authorize_sets_x_quota_headers_takes_the_endpoint_and_maps_denials() {
     let body: Value = denied.json().await.unwrap();
     assert_eq!(body["error"], "quota_exceeded");
     let unlimited = new_key(&app.engine, "enterprise").await;
-    let resp = c.get(&base).bearer_auth(unlimited.expose()).send().await.unwrap();
+    let resp = c
+        .get(&base)
+        .bearer_auth(unlimited.expose())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-quota-tier"], "enterprise");
     assert!(resp.headers().get("x-quota-limit").is_none());
@@ -577,16 +622,29 @@ async fn keys_admin_get_or_create_patch_and_delete() {
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
 
     let supplied = json!({"tier": "free", "key": "caller-chosen-key-0001"});
-    let first = app.admin(Method::POST, "/v1/keys").json(&supplied).send().await.unwrap();
+    let first = app
+        .admin(Method::POST, "/v1/keys")
+        .json(&supplied)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
     assert_eq!(first["key"], "caller-chosen-key-0001");
     let again = json!({"tier": "premium", "key": "caller-chosen-key-0001"});
-    let second = app.admin(Method::POST, "/v1/keys").json(&again).send().await.unwrap();
+    let second = app
+        .admin(Method::POST, "/v1/keys")
+        .json(&again)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(second.status(), 200);
     let second: Value = second.json().await.unwrap();
     assert!(second.get("key").is_none());
-    assert_eq!(second["tier"], "free", "an existing key is returned unchanged");
+    assert_eq!(
+        second["tier"], "free",
+        "an existing key is returned unchanged"
+    );
 
     let path = format!("/v1/keys/{id}");
     let patch = |body: Value| app.admin(Method::PATCH, &path).json(&body).send();
@@ -615,7 +673,14 @@ async fn keys_admin_get_or_create_patch_and_delete() {
         .json()
         .await
         .unwrap();
-    for field in ["period", "limit", "used", "remaining", "reset_at", "created_at"] {
+    for field in [
+        "period",
+        "limit",
+        "used",
+        "remaining",
+        "reset_at",
+        "created_at",
+    ] {
         assert!(view.get(field).is_some(), "{field} in {view}");
     }
     assert_eq!(view["limit"], 50_000);
@@ -632,11 +697,22 @@ async fn keys_admin_get_or_create_patch_and_delete() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    let view: Value = app.admin(Method::GET, &path).send().await.unwrap().json().await.unwrap();
+    let view: Value = app
+        .admin(Method::GET, &path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(view["active"], false);
 
     let unknown = "/v1/keys/ffffffffffffffffffffffffffffffff";
-    let resp = app.admin(Method::PATCH, unknown).json(&json!({"tier": "pro"})).send().await;
+    let resp = app
+        .admin(Method::PATCH, unknown)
+        .json(&json!({"tier": "pro"}))
+        .send()
+        .await;
     assert_eq!(resp.unwrap().status(), 404);
     let resp = app.admin(Method::GET, unknown).send().await.unwrap();
     assert_eq!(resp.status(), 404, "PATCH never creates");
@@ -655,7 +731,10 @@ async fn readyz_reports_the_catalogue_and_h2c_is_served() {
         .json()
         .await
         .unwrap();
-    assert_eq!(body, json!({"status": "ready", "catalogue_mismatch": false}));
+    assert_eq!(
+        body,
+        json!({"status": "ready", "catalogue_mismatch": false})
+    );
 
     use http_body_util::{BodyExt, Empty};
     use hyper_util::client::legacy::Client;

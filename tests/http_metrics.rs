@@ -63,7 +63,9 @@ fn parse(text: &str) -> Vec<Sample> {
 fn sum(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
     samples
         .iter()
-        .filter(|(n, l, _)| n == name && label.is_none_or(|(k, v)| l.get(k).is_some_and(|x| x == v)))
+        .filter(|(n, l, _)| {
+            n == name && label.is_none_or(|(k, v)| l.get(k).is_some_and(|x| x == v))
+        })
         .map(|(_, _, v)| v)
         .sum()
 }
@@ -91,7 +93,11 @@ async fn metrics_parse_and_count_exactly_the_decisions_made() {
     let decisions = "quotad_decisions_total";
     let base = sum(&before, decisions, None);
 
-    for body in [json!({}), json!({"idempotency_key": "k1"}), json!({"idempotency_key": "k1"})] {
+    for body in [
+        json!({}),
+        json!({"idempotency_key": "k1"}),
+        json!({"idempotency_key": "k1"}),
+    ] {
         assert_eq!(app.consume(&key, body).await.status(), 200);
     }
     assert_eq!(app.consume(&key, json!({})).await.status(), 200);
@@ -104,7 +110,9 @@ async fn metrics_parse_and_count_exactly_the_decisions_made() {
 
     let (text, after) = scrape(&app).await;
     assert_eq!(sum(&after, decisions, None) - base, 7.0, "{text}");
-    let outcome = |o| sum(&after, decisions, Some(("outcome", o))) - sum(&before, decisions, Some(("outcome", o)));
+    let outcome = |o| {
+        sum(&after, decisions, Some(("outcome", o))) - sum(&before, decisions, Some(("outcome", o)))
+    };
     assert_eq!(outcome("allowed"), 4.0);
     assert_eq!(outcome("replayed"), 1.0);
     assert_eq!(outcome("denied"), 1.0);
@@ -117,13 +125,18 @@ async fn metrics_parse_and_count_exactly_the_decisions_made() {
         .map(|(_, _, v)| v)
         .sum::<f64>();
     assert_eq!(consume_200, 5.0, "{text}");
-    assert!(after.iter().any(|(n, l, _)| n == requests && l["route"] == "metrics"));
+    assert!(after
+        .iter()
+        .any(|(n, l, _)| n == requests && l["route"] == "metrics"));
     let buckets: Vec<&str> = after
         .iter()
         .filter(|(n, _, _)| n == "quotad_decision_duration_seconds_bucket")
         .filter_map(|(_, l, _)| l.get("le").map(String::as_str))
         .collect();
-    assert!(buckets.contains(&"0.001") && buckets.contains(&"+Inf"), "{text}");
+    assert!(
+        buckets.contains(&"0.001") && buckets.contains(&"+Inf"),
+        "{text}"
+    );
     assert!(!text.contains("quantile"), "histograms, not summaries");
     assert!(!text.contains(key.id().as_str()), "no key ids in labels");
 }

@@ -153,7 +153,10 @@ http {{
                 let log = std::fs::read_to_string(self.dir.path().join("error.log"));
                 panic!("nginx exited with {status}: {log:?}");
             }
-            assert!(Instant::now() < deadline, "nginx did not listen within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -206,7 +209,10 @@ async fn nginx_auth_request_admits_counts_and_fails_closed() {
 
     // The free tier allows 1,000 a month: the 1,001st is refused with 403.
     for i in 2..=1000 {
-        let status = get("/api/items", Some(free.expose())).await.unwrap().status();
+        let status = get("/api/items", Some(free.expose()))
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status, 200, "request {i}");
     }
     let resp = get("/api/items", Some(free.expose())).await.unwrap();
@@ -218,7 +224,10 @@ async fn nginx_auth_request_admits_counts_and_fails_closed() {
     let other = new_key_with(&app.engine, "pro", None).await;
     redis.kill();
     for _ in 0..5 {
-        let status = get("/api/items", Some(other.expose())).await.unwrap().status();
+        let status = get("/api/items", Some(other.expose()))
+            .await
+            .unwrap()
+            .status();
         assert!(status.is_server_error(), "got {status}");
     }
     assert_eq!(seen.lock().unwrap().len(), 1000);

@@ -61,7 +61,9 @@ fn sigterm(child: &Child) {
 #[tokio::test]
 async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
     let redis = TestRedis::start();
-    let mut child = quotad(&redis, "127.0.0.1:0").spawn().expect("quotad starts");
+    let mut child = quotad(&redis, "127.0.0.1:0")
+        .spawn()
+        .expect("quotad starts");
     let stdout = lines(child.stdout.take().unwrap());
     let stderr = lines(child.stderr.take().unwrap());
     let token_line = wait_for(&stdout, "admin token");
@@ -97,9 +99,15 @@ async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = stdout.try_iter().collect();
-    assert!(rest.iter().all(|l| !l.contains("admin token")), "printed once");
+    assert!(
+        rest.iter().all(|l| !l.contains("admin token")),
+        "printed once"
+    );
     let logs: Vec<String> = stderr.try_iter().collect();
-    assert!(logs.iter().all(|l| !l.contains(&token)), "the token is never logged");
+    assert!(
+        logs.iter().all(|l| !l.contains(&token)),
+        "the token is never logged"
+    );
 }
 
 #[test]

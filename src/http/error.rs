@@ -80,10 +80,8 @@ impl ApiError {
     /// The one place an error becomes a response.
     pub fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut response = json_response(
-            status,
-            &json!({"error": code, "message": self.to_string()}),
-        );
+        let mut response =
+            json_response(status, &json!({"error": code, "message": self.to_string()}));
         let headers = response.headers_mut();
         match &self {
             ApiError::MethodNotAllowed(allow) => {
@@ -155,7 +153,11 @@ mod tests {
     fn engine_errors_map_to_the_spec_codes() {
         let cases: Vec<(EngineError, u16, &str)> = vec![
             (EngineError::InvalidKey, 403, "invalid_api_key"),
-            (EngineError::IdempotencyKeyReused, 422, "idempotency_key_reused"),
+            (
+                EngineError::IdempotencyKeyReused,
+                422,
+                "idempotency_key_reused",
+            ),
             (EngineError::UnknownTier("x".into()), 500, "unknown_tier"),
             (EngineError::BacklogFull(3), 503, "audit_backlog_full"),
             (EngineError::NotFound, 404, "not_found"),

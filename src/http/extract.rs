@@ -147,16 +147,28 @@ mod tests {
     #[test]
     fn api_key_sources_in_order() {
         let body = JsonObject::parse(br#"{"api_key": "from-body-0000000"}"#).unwrap();
-        let all = headers(&[("authorization", "Bearer from-bearer"), ("x-api-key", "from-x")]);
+        let all = headers(&[
+            ("authorization", "Bearer from-bearer"),
+            ("x-api-key", "from-x"),
+        ]);
         let q = Some("api_key=from-query");
         let id = |k: &str| ApiKey::presented(k).unwrap().id();
-        assert_eq!(api_key(&all, Some(&body), q).unwrap().id(), id("from-bearer"));
+        assert_eq!(
+            api_key(&all, Some(&body), q).unwrap().id(),
+            id("from-bearer")
+        );
         let x = headers(&[("authorization", "Basic abc"), ("x-api-key", "from-x")]);
         assert_eq!(api_key(&x, Some(&body), q).unwrap().id(), id("from-x"));
         let none = HeaderMap::new();
-        assert_eq!(api_key(&none, Some(&body), q).unwrap().id(), id("from-body-0000000"));
+        assert_eq!(
+            api_key(&none, Some(&body), q).unwrap().id(),
+            id("from-body-0000000")
+        );
         assert_eq!(api_key(&none, None, q).unwrap().id(), id("from-query"));
-        assert!(matches!(api_key(&none, None, None), Err(ApiError::MissingApiKey)));
+        assert!(matches!(
+            api_key(&none, None, None),
+            Err(ApiError::MissingApiKey)
+        ));
     }
 
     #[test]

@@ -22,11 +22,7 @@ pub async fn consume(state: &AppState, req: Request<Incoming>) -> Handled {
     let key = extract::api_key(&parts.headers, Some(&body), parts.uri.query())?;
     let request = decode::consume_request(&body, &parts.headers, None)?;
     let decision = engine.consume(&key, &request).await?;
-    Ok(decision_response(
-        &decision,
-        engine.now(),
-        Answer::CONSUME,
-    ))
+    Ok(decision_response(&decision, engine.now(), Answer::CONSUME))
 }
 
 /// `GET /v1/quota`: the full decision, consuming nothing.

@@ -160,6 +160,9 @@ mod tests {
         assert_eq!(r.headers()[RETRY_AFTER], "172800");
         let r = decision_response(&d, now, Answer::authorize(StatusCode::FORBIDDEN));
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        assert_eq!(decision_response(&d, now, Answer::QUOTA).status(), StatusCode::OK);
+        assert_eq!(
+            decision_response(&d, now, Answer::QUOTA).status(),
+            StatusCode::OK
+        );
     }
 }

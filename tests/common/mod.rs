@@ -79,7 +79,10 @@ impl TestRedis {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -160,7 +163,12 @@ pub fn parse_time(s: &str) -> DateTime<Utc> {
 
 /// An engine on `redis` with default settings and the system clock, started.
 pub async fn engine(redis: &TestRedis) -> Engine {
-    engine_with(redis, EngineSettings::default(), quotad::engine::system_clock()).await
+    engine_with(
+        redis,
+        EngineSettings::default(),
+        quotad::engine::system_clock(),
+    )
+    .await
 }
 
 /// An engine on `redis` with its own pool, started.
@@ -308,10 +316,22 @@ pub fn dump_everything(redis: &TestRedis) -> String {
         let value: redis::Value = match kind.as_str() {
             "string" => redis::cmd("GET").arg(&key).query(&mut conn),
             "hash" => redis::cmd("HGETALL").arg(&key).query(&mut conn),
-            "stream" => redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(&mut conn),
-            "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut conn),
+            "stream" => redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query(&mut conn),
+            "list" => redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn),
             "set" => redis::cmd("SMEMBERS").arg(&key).query(&mut conn),
-            "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).query(&mut conn),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn),
             other => panic!("unexpected redis type {other} for {key}"),
         }
         .expect("dump value");
