@@ -123,15 +123,24 @@ pub async fn serve(
         config.engine_settings(),
         system_clock(),
     );
+    let started = match engine.start().await {
+        Ok(_) => true,
+        Err(EngineError::Store(e)) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "redis unavailable at start; answering 503 and retrying");
+            false
+        }
+        Err(e) => return Err(e.into()),
+    };
     // audit: wired by the audit pipeline (AppState::audit stays None until then).
     let state = Arc::new(AppState::new(
         engine.clone(),
         admin,
         config.max_body_bytes,
         metrics,
-        false,
+        started,
     ));
-    let starter = tokio::spawn(start_engine(engine, state.clone(), shutdown.clone()));
+    let starter =
+        (!started).then(|| tokio::spawn(start_engine(engine, state.clone(), shutdown.clone())));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "quotad listening");
     }
@@ -140,16 +149,16 @@ pub async fn serve(
         tracing::info!("drained; bye");
     }
     shutdown.cancel();
-    match starter.await {
-        Ok(result) => result,
-        Err(e) => {
+    match starter {
+        None => Ok(()),
+        Some(task) => task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "engine start task failed");
             Ok(())
-        }
+        }),
     }
 }
 
-/// Starts the engine, retrying while Redis is unavailable; a fatal refusal (shard
+/// Retries the engine start while Redis is unavailable; a fatal refusal (shard
 /// mismatch, script error) stops the server.
 async fn start_engine(
     engine: Engine,
@@ -157,6 +166,10 @@ async fn start_engine(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     loop {
+        tokio::select! {
+            _ = tokio::time::sleep(START_RETRY) => {},
+            _ = shutdown.cancelled() => return Ok(()),
+        }
         match engine.start().await {
             Ok(_) => {
                 state.set_started(true);
@@ -164,17 +177,13 @@ async fn start_engine(
                 return Ok(());
             }
             Err(EngineError::Store(e)) if e.is_unavailable() => {
-                tracing::warn!(error = %e, "redis unavailable at start; answering 503 and retrying");
+                tracing::debug!(error = %e, "redis still unavailable");
             }
             Err(e) => {
                 tracing::error!(error = %e, "the engine cannot start");
                 shutdown.cancel();
                 return Err(e.into());
             }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(START_RETRY) => {},
-            _ = shutdown.cancelled() => return Ok(()),
         }
     }
 }

@@ -49,6 +49,19 @@ fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
     }
 }
 
+/// The `http://127.0.0.1:port` the server logs when it listens.
+fn base_url(stderr: &mpsc::Receiver<String>) -> String {
+    let listening = wait_for(stderr, "quotad listening");
+    let port: String = listening
+        .split("127.0.0.1:")
+        .nth(1)
+        .expect("the address is logged")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    format!("http://127.0.0.1:{port}")
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -68,15 +81,7 @@ async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
     let stderr = lines(child.stderr.take().unwrap());
     let token_line = wait_for(&stdout, "admin token");
     let token = token_line.rsplit(' ').next().unwrap().to_owned();
-    let listening = wait_for(&stderr, "quotad listening");
-    let port: String = listening
-        .split("127.0.0.1:")
-        .nth(1)
-        .expect("the address is logged")
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = base_url(&stderr);
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{base}/v1/keys"))
@@ -118,4 +123,44 @@ fn serve_refuses_a_public_listener_without_an_admin_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("admin_token"), "{stderr}");
     assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn serve_starts_without_redis_answers_503_and_becomes_ready_when_it_appears() {
+    let mut redis = TestRedis::start();
+    redis.kill();
+    let mut child = quotad(&redis, "127.0.0.1:0")
+        .env("QUOTAD_ADMIN_TOKEN", "t")
+        .spawn()
+        .expect("quotad starts");
+    let stderr = lines(child.stderr.take().unwrap());
+    let base = base_url(&stderr);
+    let client = reqwest::Client::new();
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let consume = client
+        .post(format!("{base}/v1/consume"))
+        .bearer_auth("qk_some-key-some-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consume.status(), 503);
+    redis.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
