@@ -750,3 +750,67 @@ async fn readyz_reports_the_catalogue_and_h2c_is_served() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], br#"{"status":"ok"}"#);
 }
+
+#[tokio::test]
+async fn engine_refusals_map_to_500_unknown_tier_and_503_audit_backlog_full() {
+    let redis = TestRedis::start();
+    // A node whose audit backlog holds one entry per shard.
+    let settings = EngineSettings {
+        max_backlog: 1,
+        ..EngineSettings::default()
+    };
+    let clock = quotad::engine::system_clock();
+    let app = TestApp::with_engine(
+        engine_with(&redis, settings, clock).await,
+        common::unregistered_metrics(),
+    )
+    .await;
+    let key = new_key(&app.engine, "free").await;
+    assert_eq!(app.consume(&key, json!({})).await.status(), 200);
+    let full = app.consume(&key, json!({})).await;
+    assert_eq!(full.status(), 503);
+    assert_eq!(full.headers()["retry-after"], "1");
+    let body: Value = full.json().await.unwrap();
+    assert_eq!(body["error"], "audit_backlog_full");
+
+    // A node whose catalogue lacks the key's tier: never unlimited, 500 unknown_tier.
+    let tiers = std::collections::BTreeMap::from([(
+        "gold".to_owned(),
+        quotad::quota::Tier {
+            monthly_limit: Some(5),
+            retention_days: 1,
+        },
+    )]);
+    let store =
+        quotad::store::Store::new(&redis.url(), std::time::Duration::from_secs(1), 4).unwrap();
+    let other = quotad::engine::Engine::new(
+        store,
+        quotad::quota::Catalogue::new(tiers),
+        EngineSettings::default(),
+        quotad::engine::system_clock(),
+    );
+    other.start().await.unwrap();
+    let node = TestApp::with_engine(other, common::unregistered_metrics()).await;
+    let resp = node.consume(&key, json!({})).await;
+    assert_eq!(resp.status(), 500);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unknown_tier");
+    let resp = node
+        .client
+        .get(node.url("/v1/quota"))
+        .bearer_auth(key.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let ready: Value = node
+        .client
+        .get(node.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["catalogue_mismatch"], true);
+}
