@@ -5,7 +5,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,16 +57,11 @@ async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     (addr, seen)
 }
 
+/// `QUOTAD_TEST_NGINX`, else `nginx` on PATH.
 fn nginx_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("QUOTAD_TEST_NGINX") {
-        return path.into();
-    }
-    let sbin = Path::new("/usr/sbin/nginx");
-    if sbin.exists() {
-        sbin.to_owned()
-    } else {
-        "nginx".into()
-    }
+    std::env::var_os("QUOTAD_TEST_NGINX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "nginx".into())
 }
 
 /// nginx on a free port, configured like `examples/nginx.conf`; killed on drop.
@@ -137,8 +132,10 @@ http {{
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start nginx ({e}); this test needs a real nginx with auth_request: \
-                     apt-get install -y nginx-light, or set QUOTAD_TEST_NGINX"
+                    "cannot start {} ({e}); this test needs a real nginx with auth_request: \
+                     apt-get install -y nginx-light (put its sbin directory on PATH), \
+                     or set QUOTAD_TEST_NGINX to the binary",
+                    nginx_binary().display()
                 )
             });
         let mut nginx = Nginx { child, dir, port };
