@@ -7,6 +7,9 @@
 //! - [`engine`]: consume, quota and key administration in terms of the store.
 //! - [`config`]: the typed settings, from a TOML file and `QUOTAD_*` variables.
 //! - [`metrics`]: metric names, described once.
+//! - [`http`]: the HTTP API: accept loop, one routing match, handlers, `ApiError`.
+//! - [`app`]: wires store, engine and HTTP server; signals, drain, metrics recorder.
+//! - [`cli`]: the `keys` admin subcommands.
 //!
 //! # A consume, end to end
 //!
@@ -14,12 +17,20 @@
 //! `lua/consume.lua` with one EVALSHA: the script checks the key record, the
 //! idempotency entry, the limit and the audit backlog, then XADDs the audit record,
 //! INCRBYs the counter and stores the decision, all atomically in one slot.
+//!
+//! Over HTTP, `http::run` accepts the connection, `http::routes` matches
+//! `POST /v1/consume`, the handler reads the body and the API key (`http::extract`),
+//! validates it into a `ConsumeRequest` (`http::decode`), calls the engine, and
+//! `http::headers` writes the decision with its rate-limit headers; any error
+//! becomes its response in `http::error`.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod metrics;
 pub mod quota;
 pub mod store;

@@ -4,10 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use quotad::app;
 use quotad::cli::{run_keys, KeysCommand};
 use quotad::config::Config;
 use quotad::engine::{system_clock, Engine};
 use quotad::store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// sysexits EX_USAGE: the configuration or command line is wrong.
 const EX_USAGE: u8 = 64;
@@ -28,6 +31,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API until SIGTERM/SIGINT.
+    Serve,
     /// Manage API keys directly in Redis.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -54,6 +59,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, command: Command) -> ExitCode {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Keys(cmd) => keys(config, cmd).await,
+    }
+}
+
+/// `quotad keys …`: straight to Redis, no HTTP.
+async fn keys(config: Config, cmd: KeysCommand) -> ExitCode {
     let store = match Store::new(
         &config.redis_url,
         config.redis_timeout(),
@@ -75,23 +88,65 @@ async fn run(config: Config, command: Command) -> ExitCode {
         eprintln!("quotad: {e}");
         return ExitCode::FAILURE;
     }
-    match command {
-        Command::Keys(cmd) => match run_keys(&engine, cmd).await {
-            Ok(out) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&out).expect("JSON serializes")
-                );
-                ExitCode::SUCCESS
-            }
-            Err(quotad::cli::CliError::Usage(msg)) => {
-                eprintln!("quotad: {msg}");
-                ExitCode::from(EX_USAGE)
-            }
-            Err(e) => {
-                eprintln!("quotad: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    match run_keys(&engine, cmd).await {
+        Ok(out) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).expect("JSON serializes")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(quotad::cli::CliError::Usage(msg)) => {
+            eprintln!("quotad: {msg}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(e) => {
+            eprintln!("quotad: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `quotad serve`: metrics recorder, admin token, listener, then the library's `serve`.
+async fn serve(config: Config) -> ExitCode {
+    let (admin, generated) = match app::admin_token(config.admin_token.as_deref(), config.listen) {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("quotad: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let metrics = match app::install_metrics() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("quotad: cannot install the metrics recorder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("quotad: cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(token) = generated {
+        // Stdout, once, never through the log.
+        println!("quotad: generated admin token (shown once): {token}");
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app::metrics_upkeep(metrics.clone(), shutdown.clone()));
+    tokio::spawn(app::cancel_on_signal(shutdown.clone()));
+    match app::serve(&config, listener, admin, metrics, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ app::AppError::Store(_)) => {
+            // Only the Redis URL can be wrong before the first command.
+            eprintln!("quotad: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(e) => {
+            eprintln!("quotad: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

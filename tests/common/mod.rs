@@ -218,3 +218,162 @@ pub async fn new_key_with(engine: &Engine, tier: &str, monthly_limit: Option<u64
         .key
         .expect("a generated key is returned")
 }
+
+/// A quotad HTTP server of this test alone, on 127.0.0.1:0, over an engine.
+pub struct TestApp {
+    /// The server's address.
+    pub addr: std::net::SocketAddr,
+    /// The admin token the server accepts.
+    pub admin: String,
+    /// Cancelling it starts the drain.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The server task; yields whether the drain finished in time.
+    pub server: Option<tokio::task::JoinHandle<bool>>,
+    /// The engine the server runs on (for setting up keys directly).
+    pub engine: Engine,
+    /// A client for the tests.
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    /// A server on `redis` with default settings and the system clock.
+    pub async fn start(redis: &TestRedis) -> TestApp {
+        Self::with_engine(engine(redis).await, unregistered_metrics()).await
+    }
+
+    /// A server over `engine`, rendering `metrics` on `/metrics`.
+    pub async fn with_engine(
+        engine: Engine,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let admin = "test-admin-token".to_owned();
+        let state = quotad::http::AppState::new(
+            engine.clone(),
+            quotad::http::AdminToken::new(&admin),
+            65_536,
+            metrics,
+            true,
+        );
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(quotad::http::run(
+            listener,
+            Arc::new(state),
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        TestApp {
+            addr,
+            admin,
+            shutdown,
+            server: Some(server),
+            engine,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// `http://127.0.0.1:port` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin)
+    }
+
+    /// `POST /v1/consume` with `key` as Bearer and `body`.
+    pub async fn consume(&self, key: &ApiKey, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/consume"))
+            .bearer_auth(key.expose())
+            .json(&body)
+            .send()
+            .await
+            .expect("consume request")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A metrics handle not installed as the global recorder (renders what it holds).
+pub fn unregistered_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle()
+}
+
+/// Every key name and every value in `redis` as text, streams included.
+pub fn dump_everything(redis: &TestRedis) -> String {
+    let mut conn = redis.conn();
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let mut out = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).expect("TYPE");
+        let value: redis::Value = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).query(&mut conn),
+            "hash" => redis::cmd("HGETALL").arg(&key).query(&mut conn),
+            "stream" => redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query(&mut conn),
+            "list" => redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn),
+            "set" => redis::cmd("SMEMBERS").arg(&key).query(&mut conn),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn),
+            other => panic!("unexpected redis type {other} for {key}"),
+        }
+        .expect("dump value");
+        out.push_str(&format!("{key} => {}\n", value_text(&value)));
+    }
+    out
+}
+
+/// A reply as plain text, bulk strings decoded, nested values flattened.
+fn value_text(value: &redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Int(i) => i.to_string(),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().map(value_text).collect::<Vec<_>>().join(" ")
+        }
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| format!("{} {}", value_text(k), value_text(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => format!("{other:?}"),
+    }
+}

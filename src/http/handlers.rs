@@ -1,0 +1,164 @@
+//! One function per route: decode → engine → encode.
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+use serde_json::json;
+
+use super::extract::{self, JsonObject};
+use super::headers::{decision_response, Answer};
+use super::{decode, empty_response, json_response, ApiError, AppState, Response};
+use crate::engine::KeyUpdate;
+use crate::quota::KeyId;
+
+/// The result every handler returns; errors become responses in `ApiError`.
+pub type Handled = Result<Response, ApiError>;
+
+/// `POST /v1/consume`.
+pub async fn consume(state: &AppState, req: Request<Incoming>) -> Handled {
+    let engine = state.engine()?;
+    let (parts, body) = req.into_parts();
+    let body = read_json(state, &parts.headers, body).await?;
+    let key = extract::api_key(&parts.headers, Some(&body), parts.uri.query())?;
+    let request = decode::consume_request(&body, &parts.headers, None)?;
+    let decision = engine.consume(&key, &request).await?;
+    Ok(decision_response(&decision, engine.now(), Answer::CONSUME))
+}
+
+/// `GET /v1/quota`: the full decision, consuming nothing.
+pub async fn quota(state: &AppState, req: Request<Incoming>) -> Handled {
+    let engine = state.engine()?;
+    let key = extract::api_key(req.headers(), None, req.uri().query())?;
+    let decision = engine.quota(&key).await?;
+    Ok(decision_response(&decision, engine.now(), Answer::QUOTA))
+}
+
+/// Any method on `/v1/authorize` and `/v1/authorize/*`: forward-auth for proxies.
+/// `suffix` is the path after `/v1/authorize`.
+pub async fn authorize(state: &AppState, req: Request<Incoming>, suffix: String) -> Handled {
+    let engine = state.engine()?;
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query();
+    let deny_status = match extract::query_param(query, "deny_status").as_deref() {
+        Some("403") => StatusCode::FORBIDDEN,
+        _ => StatusCode::TOO_MANY_REQUESTS,
+    };
+    let body = read_json(state, &parts.headers, body).await?;
+    let key = extract::api_key(&parts.headers, Some(&body), query)?;
+    let original = ["x-original-uri", "x-forwarded-uri"]
+        .iter()
+        .find_map(|name| parts.headers.get(*name))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let endpoint = match original {
+        Some(uri) => Some(extract::path_only(&uri).to_owned()),
+        None if body.field::<serde_json::Value>("endpoint")?.is_some() => None,
+        None if suffix.is_empty() => Some("/".to_owned()),
+        None => Some(suffix),
+    };
+    let request = decode::consume_request(&body, &parts.headers, endpoint)?;
+    let decision = engine.consume(&key, &request).await?;
+    Ok(decision_response(
+        &decision,
+        engine.now(),
+        Answer::authorize(deny_status),
+    ))
+}
+
+/// `POST /v1/keys`: get-or-create; 201 with the key once, 200 without it when it existed.
+pub async fn create_key(state: &AppState, req: Request<Incoming>) -> Handled {
+    let engine = state.engine()?;
+    state.admin.require(req.headers())?;
+    let (parts, body) = req.into_parts();
+    let body = read_json(state, &parts.headers, body).await?;
+    let new = decode::new_key(&body, engine.catalogue())?;
+    let created = engine.create_key(new).await?;
+    let mut out = json!(created.record);
+    let status = match created.key {
+        Some(key) => {
+            out["key"] = json!(key.expose());
+            StatusCode::CREATED
+        }
+        None => StatusCode::OK,
+    };
+    Ok(json_response(status, &out))
+}
+
+/// `GET /v1/keys/{key_id}`: the record plus current-period usage.
+pub async fn get_key(state: &AppState, req: Request<Incoming>, id: &str) -> Handled {
+    let engine = state.engine()?;
+    state.admin.require(req.headers())?;
+    let view = engine.key(&key_id(id)?).await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+/// `PATCH /v1/keys/{key_id}`: changes an existing key; never creates one.
+pub async fn patch_key(state: &AppState, req: Request<Incoming>, id: &str) -> Handled {
+    let engine = state.engine()?;
+    state.admin.require(req.headers())?;
+    let id = key_id(id)?;
+    let (parts, body) = req.into_parts();
+    let body = read_json(state, &parts.headers, body).await?;
+    let update = decode::key_update(&body, engine.catalogue())?;
+    let record = engine.update_key(&id, update).await?;
+    Ok(json_response(StatusCode::OK, &record))
+}
+
+/// `DELETE /v1/keys/{key_id}`: deactivates; 204.
+pub async fn delete_key(state: &AppState, req: Request<Incoming>, id: &str) -> Handled {
+    let engine = state.engine()?;
+    state.admin.require(req.headers())?;
+    let update = KeyUpdate {
+        active: Some(false),
+        ..KeyUpdate::default()
+    };
+    engine.update_key(&key_id(id)?, update).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// `GET /v1/keys/{key_id}/audit`: answered by the audit reader, when this node has one.
+pub async fn key_audit(state: &AppState, req: Request<Incoming>, id: &str) -> Handled {
+    state.admin.require(req.headers())?;
+    let id = key_id(id)?;
+    let reader = state.audit.as_ref().ok_or(ApiError::AuditUnavailable)?;
+    let page = reader.query(&id, req.uri().query().unwrap_or("")).await?;
+    Ok(json_response(StatusCode::OK, &page))
+}
+
+/// `GET /healthz`: 200 while the process runs.
+pub fn healthz() -> Handled {
+    Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+}
+
+/// `GET /readyz`: 200 when Redis answers and the scripts are loaded, else 503.
+pub async fn readyz(state: &AppState) -> Handled {
+    // Not started yet means scripts not loaded: 503 like an unreachable Redis.
+    let engine = state.engine()?;
+    let meta = engine.check_catalogue().await?;
+    let body = json!({"status": "ready", "catalogue_mismatch": meta.catalogue_mismatch});
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /metrics`: the Prometheus text exposition format.
+pub fn metrics(state: &AppState) -> Handled {
+    let mut response = empty_response(StatusCode::OK);
+    *response.body_mut() = state.metrics.render().into();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}
+
+/// A key id from a path: 32 lowercase hex characters, else the route does not exist.
+fn key_id(id: &str) -> Result<KeyId, ApiError> {
+    KeyId::parse(id).ok_or(ApiError::NotFound)
+}
+
+async fn read_json(
+    state: &AppState,
+    headers: &hyper::HeaderMap,
+    body: Incoming,
+) -> Result<JsonObject, ApiError> {
+    let bytes = extract::body(body, headers, state.max_body_bytes).await?;
+    JsonObject::parse(&bytes)
+}

@@ -1,0 +1,168 @@
+//! Decision responses: the body, the status, and the rate-limit and `X-Quota-*` headers.
+
+use chrono::{DateTime, Utc};
+use hyper::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::{HeaderMap, StatusCode};
+
+use super::{json_response, Response};
+use crate::quota::Decision;
+
+/// How a decision is answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// The status of a denial: 429, or 403 for proxies that pass only 401/403 on.
+    pub deny_status: StatusCode,
+    /// Whether to add the `X-Quota-*` headers of forward-auth.
+    pub forward_auth: bool,
+    /// Whether a denial is an error (`quota_exceeded`); `GET /v1/quota` is always 200.
+    pub deny_is_error: bool,
+}
+
+impl Answer {
+    /// `POST /v1/consume`: 200 or 429.
+    pub const CONSUME: Answer = Answer {
+        deny_status: StatusCode::TOO_MANY_REQUESTS,
+        forward_auth: false,
+        deny_is_error: true,
+    };
+    /// `GET /v1/quota`: always 200.
+    pub const QUOTA: Answer = Answer {
+        deny_status: StatusCode::OK,
+        forward_auth: false,
+        deny_is_error: false,
+    };
+
+    /// `/v1/authorize`: 200 or `deny_status`, with `X-Quota-*`.
+    pub fn authorize(deny_status: StatusCode) -> Answer {
+        Answer {
+            deny_status,
+            forward_auth: true,
+            deny_is_error: true,
+        }
+    }
+}
+
+/// The response to a decision made at `now`.
+pub fn decision_response(decision: &Decision, now: DateTime<Utc>, answer: Answer) -> Response {
+    let denied = !decision.allowed && answer.deny_is_error;
+    let secs_to_reset = decision.reset_at.secs_to_reset(now);
+    let mut response = if denied {
+        let mut body = serde_json::to_value(decision).expect("a decision serializes");
+        body["error"] = "quota_exceeded".into();
+        body["message"] = format!(
+            "the monthly quota is used up; it resets at {}",
+            decision.reset_at.reset_at_string()
+        )
+        .into();
+        json_response(answer.deny_status, &body)
+    } else {
+        json_response(StatusCode::OK, decision)
+    };
+    let headers = response.headers_mut();
+    rate_limit_headers(headers, decision, secs_to_reset);
+    if denied {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs_to_reset));
+    }
+    if decision.replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if answer.forward_auth {
+        quota_headers(headers, decision, secs_to_reset);
+    }
+    response
+}
+
+/// `RateLimit-Policy`, `RateLimit` and the older `RateLimit-Limit/-Remaining/-Reset`;
+/// none for unlimited keys.
+fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision, secs_to_reset: u64) {
+    let (Some(limit), Some(remaining)) = (d.limit, d.remaining) else {
+        return;
+    };
+    let window = d.reset_at.length_secs();
+    let policy = format!("\"monthly\";q={limit};w={window}");
+    let current = format!("\"monthly\";r={remaining};t={secs_to_reset}");
+    insert_text(headers, "ratelimit-policy", &policy);
+    insert_text(headers, "ratelimit", &current);
+    headers.insert("ratelimit-limit", HeaderValue::from(limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(secs_to_reset));
+}
+
+/// The forward-auth headers a proxy copies onto the upstream request.
+fn quota_headers(headers: &mut HeaderMap, d: &Decision, secs_to_reset: u64) {
+    insert_text(headers, "x-quota-key-id", &d.key_id);
+    insert_text(headers, "x-quota-tier", &d.tier);
+    if let (Some(limit), Some(remaining)) = (d.limit, d.remaining) {
+        headers.insert("x-quota-limit", HeaderValue::from(limit));
+        headers.insert("x-quota-remaining", HeaderValue::from(remaining));
+    }
+    headers.insert("x-quota-reset", HeaderValue::from(secs_to_reset));
+}
+
+/// Inserts a text header; a value that cannot be a header (a strange tier name) is left out.
+fn insert_text(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quota::{ApiKey, Period};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn decision(limit: Option<u64>, used: u64) -> Decision {
+        let id = ApiKey::presented("k").unwrap().id();
+        let period = Period::containing(at("2026-11-29T00:00:00Z"));
+        Decision::new(&id, "free".into(), limit, used, period)
+    }
+
+    #[test]
+    fn limited_decisions_carry_every_rate_limit_header() {
+        let now = at("2026-11-29T00:00:00.500Z");
+        let r = decision_response(&decision(Some(1000), 10), now, Answer::CONSUME);
+        let h = r.headers();
+        assert_eq!(h["ratelimit-policy"], "\"monthly\";q=1000;w=2592000");
+        assert_eq!(h["ratelimit"], "\"monthly\";r=990;t=172800");
+        assert_eq!(h["ratelimit-limit"], "1000");
+        assert_eq!(h["ratelimit-remaining"], "990");
+        assert_eq!(h["ratelimit-reset"], "172800");
+        assert!(h.get(RETRY_AFTER).is_none());
+        assert!(h.get("x-quota-key-id").is_none());
+    }
+
+    #[test]
+    fn unlimited_decisions_carry_none_and_forward_auth_omits_limit() {
+        let now = at("2026-11-29T00:00:00Z");
+        let r = decision_response(
+            &decision(None, 10),
+            now,
+            Answer::authorize(StatusCode::TOO_MANY_REQUESTS),
+        );
+        let h = r.headers();
+        assert!(h.get("ratelimit").is_none() && h.get("ratelimit-limit").is_none());
+        assert!(h.get("x-quota-limit").is_none() && h.get("x-quota-remaining").is_none());
+        assert_eq!(h["x-quota-tier"], "free");
+        assert_eq!(h["x-quota-reset"], "172800");
+    }
+
+    #[test]
+    fn denials_are_429_with_retry_after_or_the_chosen_status() {
+        let now = at("2026-11-29T00:00:00Z");
+        let mut d = decision(Some(5), 5);
+        d.allowed = false;
+        let r = decision_response(&d, now, Answer::CONSUME);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[RETRY_AFTER], "172800");
+        let r = decision_response(&d, now, Answer::authorize(StatusCode::FORBIDDEN));
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            decision_response(&d, now, Answer::QUOTA).status(),
+            StatusCode::OK
+        );
+    }
+}
