@@ -7,16 +7,20 @@
 //! - [`engine`]: consume, quota and key administration in terms of the store.
 //! - [`config`]: the typed settings, from a TOML file and `QUOTAD_*` variables.
 //! - [`metrics`]: metric names, described once.
+//! - [`audit`]: the audit writer (shard streams → SQLite), queries and retention.
 //!
 //! # A consume, end to end
 //!
 //! `engine::Engine::consume` hashes the API key to its `key_id` and shard, then runs
 //! `lua/consume.lua` with one EVALSHA: the script checks the key record, the
 //! idempotency entry, the limit and the audit backlog, then XADDs the audit record,
-//! INCRBYs the counter and stores the decision, all atomically in one slot.
+//! INCRBYs the counter and stores the decision, all atomically in one slot. The
+//! `audit` writer later reads the stream entry through the `quotad-audit` consumer
+//! group, commits it to SQLite, and only then acknowledges and trims it.
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;

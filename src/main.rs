@@ -31,6 +31,9 @@ enum Command {
     /// Manage API keys directly in Redis.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Read the audit log (SQLite) directly.
+    #[command(subcommand)]
+    Audit(quotad::audit::cli::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -93,5 +96,15 @@ async fn run(config: Config, command: Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Audit(cmd) => {
+            let (mut out, mut note) = (std::io::stdout(), std::io::stderr());
+            match quotad::audit::cli::run_audit(&config.audit, cmd, &mut out, &mut note).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("quotad: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,345 @@
+//! The audit writer: moves entries from the shard streams into SQLite.
+//!
+//! Per batch: COMMIT (one IMMEDIATE transaction of `INSERT OR IGNORE`) → XACK → XTRIM
+//! MINID. A crash anywhere leaves the entries pending (before XACK) and their rows,
+//! if any, keyed by `audit_id`; the next start re-reads its own pending entries first,
+//! then claims other consumers' idle ones, so nothing is lost or duplicated.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::entry::Entry;
+use super::record::{row_from_fields, Row};
+use super::retention::spawn_retention;
+use super::sink::Sink;
+use super::stream::Streams;
+use super::{schema, AuditError};
+use crate::config::{AuditConfig, Synchronous};
+use crate::metrics as m;
+use crate::quota::Catalogue;
+use crate::store::Store;
+
+/// A point where a test makes the writer stop as if the process died there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// With the first batch read but not committed.
+    BeforeCommit,
+    /// With the first batch committed but not acknowledged.
+    AfterCommit,
+}
+
+/// How the writer runs; [`WriterOptions::new`] takes it from `[audit]`.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// The SQLite file.
+    pub db_path: PathBuf,
+    /// SQLite durability.
+    pub synchronous: Synchronous,
+    /// S, the number of shard streams.
+    pub shards: u32,
+    /// Stable consumer name in the group.
+    pub consumer: String,
+    /// Entries per transaction (and per shard per read).
+    pub batch_size: usize,
+    /// Pending entries of other consumers idle this long are claimed.
+    pub claim_idle: Duration,
+    /// Longest pause between polls when the streams are empty.
+    pub max_idle_poll: Duration,
+    /// How often `quotad_audit_backlog` is refreshed.
+    pub backlog_refresh: Duration,
+    /// Response timeout of the writer's own Redis connection.
+    pub redis_timeout: Duration,
+    /// Stop at this point of the first batch (crash tests).
+    pub fault: Option<Fault>,
+}
+
+impl WriterOptions {
+    /// Options from the `[audit]` settings for a deployment of `shards` shards.
+    pub fn new(shards: u32, config: &AuditConfig) -> Self {
+        WriterOptions {
+            db_path: config.db_path.clone(),
+            synchronous: config.synchronous,
+            shards,
+            consumer: config.consumer.clone(),
+            batch_size: config.batch_size.max(1),
+            claim_idle: Duration::from_secs(config.claim_idle_secs),
+            max_idle_poll: Duration::from_millis(100),
+            backlog_refresh: Duration::from_secs(5),
+            redis_timeout: Duration::from_secs(10),
+            fault: None,
+        }
+    }
+}
+
+/// The running writer (and retention job); stop them with the token, then `join`.
+#[derive(Debug)]
+pub struct AuditWriter {
+    task: JoinHandle<Result<(), AuditError>>,
+    retention: Option<JoinHandle<()>>,
+}
+
+impl AuditWriter {
+    /// Waits until the writer has committed and acknowledged its batch in hand and stopped.
+    pub async fn join(self) -> Result<(), AuditError> {
+        let result = match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(AuditError::Unavailable(format!(
+                "audit writer task failed: {e}"
+            ))),
+        };
+        if let Some(retention) = self.retention {
+            let _ = retention.await;
+        }
+        result
+    }
+
+    /// Whether the writer task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Starts the writer and the retention job from `[audit]`. The database is opened and
+/// migrated before this returns, so an [`super::AuditReader`] can open it next.
+pub async fn spawn_writer(
+    store: &Store,
+    shards: u32,
+    catalogue: Catalogue,
+    config: &AuditConfig,
+    token: CancellationToken,
+) -> Result<AuditWriter, AuditError> {
+    let mut writer =
+        spawn_writer_with(store, WriterOptions::new(shards, config), token.clone()).await?;
+    let interval = Duration::from_secs(config.retention_interval_secs.max(1));
+    writer.retention = Some(spawn_retention(
+        config.db_path.clone(),
+        catalogue,
+        interval,
+        token,
+    ));
+    Ok(writer)
+}
+
+/// Starts the writer alone, with explicit options.
+pub async fn spawn_writer_with(
+    store: &Store,
+    options: WriterOptions,
+    token: CancellationToken,
+) -> Result<AuditWriter, AuditError> {
+    let (path, sync) = (options.db_path.clone(), options.synchronous);
+    let conn = tokio::task::spawn_blocking(move || schema::open_writer(&path, sync))
+        .await
+        .map_err(|e| AuditError::Unavailable(e.to_string()))??;
+    let sink = Sink::start(conn)?;
+    let streams = Streams::new(
+        store.clone(),
+        options.shards,
+        options.consumer.clone(),
+        options.redis_timeout,
+    );
+    let writer = Writer {
+        streams,
+        sink,
+        options,
+        token,
+    };
+    Ok(AuditWriter {
+        task: tokio::spawn(writer.run()),
+        retention: None,
+    })
+}
+
+struct Writer {
+    streams: Streams,
+    sink: Sink,
+    options: WriterOptions,
+    token: CancellationToken,
+}
+
+/// One entry in hand: its shard, its id, and its row (`None`: trimmed or unreadable).
+type Item = (usize, String, Option<Row>);
+
+impl Writer {
+    async fn run(mut self) -> Result<(), AuditError> {
+        let mut backoff = Duration::from_millis(100);
+        while !self.token.is_cancelled() {
+            match self.session().await {
+                Ok(()) => break,
+                Err(AuditError::Fault(fault)) => return Err(AuditError::Fault(fault)),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, "audit writer failed; retrying");
+                    self.streams.reset();
+                    if self.pause(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.sink.close().await;
+        Ok(())
+    }
+
+    /// Sleeps unless cancelled first; true when cancelled.
+    async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = self.token.cancelled() => true,
+            _ = tokio::time::sleep(duration) => false,
+        }
+    }
+
+    /// One connected run: own pending entries, then idle ones of others, then new ones.
+    async fn session(&mut self) -> Result<(), AuditError> {
+        self.streams.connect().await?;
+        self.drain_pending().await?;
+        self.claim_idle().await?;
+        let mut next_claim = Instant::now() + self.options.claim_idle;
+        let mut next_gauge = Instant::now();
+        let mut idle = Duration::ZERO;
+        let starts = vec![Some(">".to_owned()); self.streams.shards()];
+        while !self.token.is_cancelled() {
+            let now = Instant::now();
+            if now >= next_gauge {
+                self.refresh_backlog().await?;
+                next_gauge = now + self.options.backlog_refresh;
+            }
+            if now >= next_claim {
+                self.claim_idle().await?;
+                next_claim = now + self.options.claim_idle;
+            }
+            let read = self.streams.read(&starts, self.options.batch_size).await?;
+            let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
+            if items.is_empty() {
+                idle = (idle * 2).clamp(Duration::from_millis(1), self.options.max_idle_poll);
+                self.pause(idle).await;
+                continue;
+            }
+            idle = Duration::ZERO;
+            self.persist(items).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads this consumer's pending entries (from id 0) until none are left.
+    async fn drain_pending(&mut self) -> Result<(), AuditError> {
+        let mut starts = vec![Some("0".to_owned()); self.streams.shards()];
+        while starts.iter().any(Option::is_some) && !self.token.is_cancelled() {
+            let read = self.streams.read(&starts, self.options.batch_size).await?;
+            for (s, entries) in &read {
+                starts[*s] = entries.last().map(|e| e.id.clone());
+            }
+            let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
+            if !items.is_empty() {
+                tracing::info!(
+                    entries = items.len(),
+                    "audit writer recovering its pending entries"
+                );
+                self.persist(items).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// XAUTOCLAIMs entries idle longer than `claim_idle` on any consumer and persists them.
+    async fn claim_idle(&mut self) -> Result<(), AuditError> {
+        let mut cursors = vec![Some("0-0".to_owned()); self.streams.shards()];
+        while cursors.iter().any(Option::is_some) && !self.token.is_cancelled() {
+            let claimed = self
+                .streams
+                .claim(&cursors, self.options.claim_idle, self.options.batch_size)
+                .await?;
+            let mut batches = Vec::with_capacity(claimed.len());
+            for (s, c) in claimed {
+                cursors[s] = (c.next != "0-0" && !c.next.is_empty()).then_some(c.next);
+                batches.push((s, c.entries, c.deleted));
+            }
+            let items = items(batches.into_iter());
+            if !items.is_empty() {
+                tracing::info!(entries = items.len(), "audit writer claimed idle entries");
+                self.persist(items).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits and acknowledges `items` batch by batch; on cancel, stops after the
+    /// batch in hand (the rest stays pending and is re-read on the next start).
+    async fn persist(&mut self, items: Vec<Item>) -> Result<(), AuditError> {
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let batch: Vec<Item> = items.by_ref().take(self.options.batch_size).collect();
+            self.persist_batch(batch).await?;
+            if self.token.is_cancelled() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn persist_batch(&mut self, batch: Vec<Item>) -> Result<(), AuditError> {
+        let started = Instant::now();
+        let mut acks: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut rows = Vec::with_capacity(batch.len());
+        for (s, id, row) in batch {
+            acks.entry(s).or_default().push(id);
+            rows.extend(row);
+        }
+        let fault = self.options.fault.filter(|_| !rows.is_empty());
+        if fault == Some(Fault::BeforeCommit) {
+            return Err(AuditError::Fault(Fault::BeforeCommit));
+        }
+        let inserted = if rows.is_empty() {
+            0
+        } else {
+            self.sink.commit(rows).await?
+        };
+        if fault == Some(Fault::AfterCommit) {
+            return Err(AuditError::Fault(Fault::AfterCommit));
+        }
+        let acks: Vec<(usize, Vec<String>)> = acks.into_iter().collect();
+        self.streams.ack(&acks).await?;
+        metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
+        metrics::histogram!(m::AUDIT_BATCH_DURATION).record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    async fn refresh_backlog(&mut self) -> Result<(), AuditError> {
+        for (shard, len) in self.streams.lengths().await?.into_iter().enumerate() {
+            metrics::gauge!(m::AUDIT_BACKLOG, "shard" => shard.to_string()).set(len as f64);
+        }
+        Ok(())
+    }
+}
+
+/// Turns per-shard entries (and ids found deleted) into items in hand.
+fn items(batches: impl Iterator<Item = (usize, Vec<Entry>, Vec<String>)>) -> Vec<Item> {
+    let mut out = Vec::new();
+    for (s, entries, deleted) in batches {
+        for entry in entries {
+            let audit_id = format!("q{s:03}-{}", entry.id);
+            let row = match entry.fields {
+                None => {
+                    tracing::warn!(%audit_id, "audit entry was trimmed before it was persisted");
+                    None
+                }
+                Some(fields) => match row_from_fields(audit_id.clone(), &fields) {
+                    Ok(row) => Some(row),
+                    Err(why) => {
+                        tracing::error!(%audit_id, %why, "unreadable audit entry acknowledged without a row");
+                        None
+                    }
+                },
+            };
+            out.push((s, entry.id, row));
+        }
+        for id in deleted {
+            tracing::warn!(audit_id = %format!("q{s:03}-{id}"), "audit entry was trimmed before it was persisted");
+            out.push((s, id, None));
+        }
+    }
+    out
+}
