@@ -79,7 +79,10 @@ impl TestRedis {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "redis-server did not answer within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -160,7 +163,12 @@ pub fn parse_time(s: &str) -> DateTime<Utc> {
 
 /// An engine on `redis` with default settings and the system clock, started.
 pub async fn engine(redis: &TestRedis) -> Engine {
-    engine_with(redis, EngineSettings::default(), quotad::engine::system_clock()).await
+    engine_with(
+        redis,
+        EngineSettings::default(),
+        quotad::engine::system_clock(),
+    )
+    .await
 }
 
 /// An engine on `redis` with its own pool, started.
