@@ -92,9 +92,9 @@ impl Cursor {
 const SELECT: &str = "SELECT audit_id, key_id, tier, ts_ms, endpoint, cost, used_after, outcome,
         idempotency_key, request, response, error, processing_ms
     FROM audit_records
-    WHERE key_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 AND (ts_ms, audit_id) < (?4, ?5)
+    WHERE key_id = ?1 AND ts_ms >= ?2 AND (ts_ms, audit_id) < (?3, ?4)
     ORDER BY ts_ms DESC, audit_id DESC
-    LIMIT ?6";
+    LIMIT ?5";
 
 /// Read access to the audit database; cheap to clone. Queries run off the runtime on
 /// connections of their own (WAL lets them read while the writer commits).
@@ -140,9 +140,17 @@ impl AuditReader {
             },
         };
         let from = query.from.map_or(i64::MIN, |t| t.timestamp_millis());
-        let to = query.to.map_or(i64::MAX, |t| t.timestamp_millis());
+        // One upper bound, so the index range starts right at the page: `ts_ms < to`
+        // is `(ts_ms, audit_id) < (to, "")`, every audit_id being non-empty.
+        let after = match query.to.map(|t| t.timestamp_millis()) {
+            Some(to) if to <= after.ts_ms => Cursor {
+                ts_ms: to,
+                audit_id: String::new(),
+            },
+            _ => after,
+        };
         let conn = self.checkout()?;
-        let result = page(&conn, query.key_id.as_str(), from, to, &after, limit);
+        let result = page(&conn, query.key_id.as_str(), from, &after, limit);
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
@@ -162,7 +170,6 @@ fn page(
     conn: &Connection,
     key_id: &str,
     from: i64,
-    to: i64,
     after: &Cursor,
     limit: u32,
 ) -> Result<AuditPage, AuditError> {
@@ -170,7 +177,7 @@ fn page(
     let mut stmt = conn.prepare_cached(SELECT)?;
     let mut records: Vec<(i64, AuditRecord)> = stmt
         .query_map(
-            params![key_id, from, to, after.ts_ms, after.audit_id, limit + 1],
+            params![key_id, from, after.ts_ms, after.audit_id, limit + 1],
             record,
         )?
         .collect::<Result<_, _>>()?;
