@@ -23,6 +23,7 @@
 //! writer.join().await;   // after cancelling `token`: the batch in hand is committed
 //! ```
 
+mod batch;
 pub mod cli;
 mod entry;
 pub mod query;

@@ -47,15 +47,15 @@ impl Sink {
         })
     }
 
-    /// Commits `rows` in one transaction; returns how many were new.
-    pub async fn commit(&self, rows: Vec<Row>) -> Result<usize, AuditError> {
+    /// Queues `rows` to be committed in one transaction, after the batches already queued.
+    pub fn submit(&self, rows: Vec<Row>) -> Result<Commit, AuditError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .as_ref()
             .ok_or(AuditError::SinkClosed)?
             .send(Job { rows, reply })
             .map_err(|_| AuditError::SinkClosed)?;
-        answer.await.map_err(|_| AuditError::SinkClosed)?
+        Ok(Commit(answer))
     }
 
     /// Stops the thread after the jobs already sent and waits for it.
@@ -64,6 +64,17 @@ impl Sink {
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+}
+
+/// A queued commit; await it with [`Commit::wait`].
+#[derive(Debug)]
+pub(crate) struct Commit(oneshot::Receiver<Result<usize, AuditError>>);
+
+impl Commit {
+    /// Waits for COMMIT; returns how many rows were new (the rest were already there).
+    pub async fn wait(self) -> Result<usize, AuditError> {
+        self.0.await.map_err(|_| AuditError::SinkClosed)?
     }
 }
 

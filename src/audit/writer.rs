@@ -5,17 +5,15 @@
 //! if any, keyed by `audit_id`; the next start re-reads its own pending entries first,
 //! then claims other consumers' idle ones, so nothing is lost or duplicated.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::entry::Entry;
-use super::record::{row_from_fields, Row};
+use super::batch::{items, Batch, Item};
 use super::retention::spawn_retention;
-use super::sink::Sink;
+use super::sink::{Commit, Sink};
 use super::stream::Streams;
 use super::{schema, AuditError};
 use crate::config::{AuditConfig, Synchronous};
@@ -160,8 +158,13 @@ struct Writer {
     token: CancellationToken,
 }
 
-/// One entry in hand: its shard, its id, and its row (`None`: trimmed or unreadable).
-type Item = (usize, String, Option<Row>);
+/// A batch submitted to the sink, waiting for COMMIT before its XACK.
+struct InFlight {
+    commit: Option<Commit>,
+    acks: Vec<(usize, Vec<String>)>,
+    fault: Option<Fault>,
+    started: Instant,
+}
 
 impl Writer {
     async fn run(mut self) -> Result<(), AuditError> {
@@ -266,44 +269,58 @@ impl Writer {
         Ok(())
     }
 
-    /// Commits and acknowledges `items` batch by batch; on cancel, stops after the
-    /// batch in hand (the rest stays pending and is re-read on the next start).
+    /// Commits and acknowledges `items` batch by batch, acknowledging one batch while
+    /// the next commits. On cancel it stops after the batches in hand (the rest stays
+    /// pending and is re-read on the next start).
     async fn persist(&mut self, items: Vec<Item>) -> Result<(), AuditError> {
         let mut items = items.into_iter().peekable();
+        let mut in_flight: Option<InFlight> = None;
         while items.peek().is_some() {
-            let batch: Vec<Item> = items.by_ref().take(self.options.batch_size).collect();
-            self.persist_batch(batch).await?;
+            let batch = Batch::from_items(items.by_ref().take(self.options.batch_size));
+            let next = self.submit(batch)?;
+            if let Some(previous) = in_flight.replace(next) {
+                self.finish(previous).await?;
+            }
             if self.token.is_cancelled() {
                 break;
             }
         }
+        if let Some(last) = in_flight {
+            self.finish(last).await?;
+        }
         Ok(())
     }
 
-    async fn persist_batch(&mut self, batch: Vec<Item>) -> Result<(), AuditError> {
-        let started = Instant::now();
-        let mut acks: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        let mut rows = Vec::with_capacity(batch.len());
-        for (s, id, row) in batch {
-            acks.entry(s).or_default().push(id);
-            rows.extend(row);
-        }
-        let fault = self.options.fault.filter(|_| !rows.is_empty());
+    fn submit(&self, batch: Batch) -> Result<InFlight, AuditError> {
+        let fault = self.options.fault.filter(|_| !batch.rows.is_empty());
         if fault == Some(Fault::BeforeCommit) {
             return Err(AuditError::Fault(Fault::BeforeCommit));
         }
-        let inserted = if rows.is_empty() {
-            0
+        let commit = if batch.rows.is_empty() {
+            None
         } else {
-            self.sink.commit(rows).await?
+            Some(self.sink.submit(batch.rows)?)
         };
-        if fault == Some(Fault::AfterCommit) {
+        Ok(InFlight {
+            commit,
+            acks: batch.acks,
+            fault,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for the batch's COMMIT, then XACKs and trims (never before).
+    async fn finish(&mut self, batch: InFlight) -> Result<(), AuditError> {
+        let inserted = match batch.commit {
+            Some(commit) => commit.wait().await?,
+            None => 0,
+        };
+        if batch.fault == Some(Fault::AfterCommit) {
             return Err(AuditError::Fault(Fault::AfterCommit));
         }
-        let acks: Vec<(usize, Vec<String>)> = acks.into_iter().collect();
-        self.streams.ack(&acks).await?;
+        self.streams.ack(&batch.acks).await?;
         metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
-        metrics::histogram!(m::AUDIT_BATCH_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::AUDIT_BATCH_DURATION).record(batch.started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -313,33 +330,4 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-/// Turns per-shard entries (and ids found deleted) into items in hand.
-fn items(batches: impl Iterator<Item = (usize, Vec<Entry>, Vec<String>)>) -> Vec<Item> {
-    let mut out = Vec::new();
-    for (s, entries, deleted) in batches {
-        for entry in entries {
-            let audit_id = format!("q{s:03}-{}", entry.id);
-            let row = match entry.fields {
-                None => {
-                    tracing::warn!(%audit_id, "audit entry was trimmed before it was persisted");
-                    None
-                }
-                Some(fields) => match row_from_fields(audit_id.clone(), &fields) {
-                    Ok(row) => Some(row),
-                    Err(why) => {
-                        tracing::error!(%audit_id, %why, "unreadable audit entry acknowledged without a row");
-                        None
-                    }
-                },
-            };
-            out.push((s, entry.id, row));
-        }
-        for id in deleted {
-            tracing::warn!(audit_id = %format!("q{s:03}-{id}"), "audit entry was trimmed before it was persisted");
-            out.push((s, id, None));
-        }
-    }
-    out
 }
