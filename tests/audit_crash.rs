@@ -105,9 +105,9 @@ async fn writer_dying_between_commit_and_ack_duplicates_nothing() {
     let mut admitted = consume(&engine, &keys, 60).await;
 
     die_at(&engine, &db, "node-a", Fault::AfterCommit, 10).await;
-    // The first batch was committed (and the next one, queued behind it, may be too).
+    // The first batch was committed (and the ones queued behind it may be too).
     let committed = s::count(&db);
-    assert!(committed == 10 || committed == 20, "{committed} rows");
+    assert!((10..60).contains(&committed), "{committed} rows");
     // One read takes up to a batch per shard; all of it stays pending and in the streams.
     assert!(s::pending(&redis, SHARDS) >= 10, "nothing acknowledged");
     assert_eq!(s::backlog(&redis, SHARDS), 60, "nothing trimmed");

@@ -65,13 +65,14 @@ impl Streams {
         self.create_groups(&all).await
     }
 
-    fn conn(&mut self) -> Result<&mut MultiplexedConnection, StoreError> {
+    /// A handle on the connection; clones share it, so reads and acks can overlap.
+    fn conn(&self) -> Result<MultiplexedConnection, StoreError> {
         self.conn
-            .as_mut()
+            .clone()
             .ok_or_else(|| StoreError::Reply("audit stream connection not open".to_owned()))
     }
 
-    async fn create_groups(&mut self, shards: &[usize]) -> Result<(), StoreError> {
+    async fn create_groups(&self, shards: &[usize]) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for &s in shards {
             pipe.cmd("XGROUP")
@@ -82,7 +83,7 @@ impl Streams {
                 .arg("MKSTREAM");
         }
         let results: Vec<RedisResult<Value>> =
-            pipe.ignore_errors().query_async(self.conn()?).await?;
+            pipe.ignore_errors().query_async(&mut self.conn()?).await?;
         for result in results {
             match result {
                 Err(e) if e.code() != Some("BUSYGROUP") => return Err(e.into()),
@@ -96,7 +97,7 @@ impl Streams {
     /// this consumer's pending entries after it); shards without a start are skipped.
     /// A shard whose group is gone gets it back and reads nothing this time.
     pub async fn read(
-        &mut self,
+        &self,
         starts: &[Option<String>],
         count: usize,
     ) -> Result<Vec<(usize, Vec<Entry>)>, StoreError> {
@@ -114,7 +115,7 @@ impl Streams {
                 .arg(starts[s].as_deref());
         }
         let results: Vec<RedisResult<Value>> =
-            pipe.ignore_errors().query_async(self.conn()?).await?;
+            pipe.ignore_errors().query_async(&mut self.conn()?).await?;
         let mut out = Vec::with_capacity(shards.len());
         let mut lost = Vec::new();
         for (&s, result) in shards.iter().zip(results) {
@@ -135,7 +136,7 @@ impl Streams {
     /// XAUTOCLAIM on every shard with a cursor: entries idle longer than `min_idle`
     /// on any consumer become this consumer's.
     pub async fn claim(
-        &mut self,
+        &self,
         cursors: &[Option<String>],
         min_idle: Duration,
         count: usize,
@@ -155,7 +156,7 @@ impl Streams {
                 .arg(count);
         }
         let results: Vec<RedisResult<Value>> =
-            pipe.ignore_errors().query_async(self.conn()?).await?;
+            pipe.ignore_errors().query_async(&mut self.conn()?).await?;
         let mut out = Vec::with_capacity(shards.len());
         for (&s, result) in shards.iter().zip(results) {
             match result {
@@ -170,7 +171,7 @@ impl Streams {
 
     /// Acknowledges ids per shard (after COMMIT only) and trims each stream up to the
     /// oldest entry still pending; returns (acknowledged, trimmed).
-    pub async fn ack(&mut self, acks: &[(usize, Vec<String>)]) -> Result<(u64, u64), StoreError> {
+    pub async fn ack(&self, acks: &[(usize, Vec<String>)]) -> Result<(u64, u64), StoreError> {
         let mut pipe = redis::pipe();
         for (s, ids) in acks.iter().filter(|(_, ids)| !ids.is_empty()) {
             pipe.cmd("EVALSHA")
@@ -180,19 +181,19 @@ impl Streams {
                 .arg(GROUP)
                 .arg(ids);
         }
-        let replies: Vec<(u64, u64)> = pipe.query_async(self.conn()?).await?;
+        let replies: Vec<(u64, u64)> = pipe.query_async(&mut self.conn()?).await?;
         Ok(replies
             .into_iter()
             .fold((0, 0), |(a, t), (da, dt)| (a + da, t + dt)))
     }
 
     /// XLEN of every shard stream, in shard order.
-    pub async fn lengths(&mut self) -> Result<Vec<u64>, StoreError> {
+    pub async fn lengths(&self) -> Result<Vec<u64>, StoreError> {
         let mut pipe = redis::pipe();
         for key in &self.keys {
             pipe.cmd("XLEN").arg(key);
         }
-        let value: Value = pipe.query_async(self.conn()?).await?;
+        let value: Value = pipe.query_async(&mut self.conn()?).await?;
         from_reply(value, "XLEN replies")
     }
 }

@@ -4,6 +4,11 @@
 //! MINID. A crash anywhere leaves the entries pending (before XACK) and their rows,
 //! if any, keyed by `audit_id`; the next start re-reads its own pending entries first,
 //! then claims other consumers' idle ones, so nothing is lost or duplicated.
+//!
+//! A round reads up to `batch_size` entries per shard and queues its batches on the
+//! SQLite thread; the next round is read while they commit. On cancel the round in
+//! hand is committed and acknowledged; what was read ahead stays pending for the
+//! next start.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -158,11 +163,10 @@ struct Writer {
     token: CancellationToken,
 }
 
-/// A batch submitted to the sink, waiting for COMMIT before its XACK.
+/// A batch queued on the sink, waiting for COMMIT before its XACK.
 struct InFlight {
     commit: Option<Commit>,
     acks: Vec<(usize, Vec<String>)>,
-    fault: Option<Fault>,
     started: Instant,
 }
 
@@ -175,6 +179,9 @@ impl Writer {
                 Err(AuditError::Fault(fault)) => return Err(AuditError::Fault(fault)),
                 Err(e) => {
                     tracing::error!(error = %e, retry_in = ?backoff, "audit writer failed; retrying");
+                    if let AuditError::Store(store) = &e {
+                        metrics::counter!(m::REDIS_ERRORS, "kind" => store.kind()).increment(1);
+                    }
                     self.streams.reset();
                     if self.pause(backoff).await {
                         break;
@@ -204,6 +211,7 @@ impl Writer {
         let mut next_gauge = Instant::now();
         let mut idle = Duration::ZERO;
         let starts = vec![Some(">".to_owned()); self.streams.shards()];
+        let mut ahead = None;
         while !self.token.is_cancelled() {
             let now = Instant::now();
             if now >= next_gauge {
@@ -214,7 +222,10 @@ impl Writer {
                 self.claim_idle().await?;
                 next_claim = now + self.options.claim_idle;
             }
-            let read = self.streams.read(&starts, self.options.batch_size).await?;
+            let read = match ahead.take() {
+                Some(read) => read,
+                None => self.streams.read(&starts, self.options.batch_size).await?,
+            };
             let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
             if items.is_empty() {
                 idle = (idle * 2).clamp(Duration::from_millis(1), self.options.max_idle_poll);
@@ -222,13 +233,20 @@ impl Writer {
                 continue;
             }
             idle = Duration::ZERO;
-            self.persist(items).await?;
+            // Read the next round while this one commits; its acks still follow COMMIT.
+            let in_flight = self.submit_all(items)?;
+            let (next, done) = tokio::join!(
+                self.streams.read(&starts, self.options.batch_size),
+                self.finish_all(in_flight),
+            );
+            done?;
+            ahead = Some(next?);
         }
         Ok(())
     }
 
     /// Re-reads this consumer's pending entries (from id 0) until none are left.
-    async fn drain_pending(&mut self) -> Result<(), AuditError> {
+    async fn drain_pending(&self) -> Result<(), AuditError> {
         let mut starts = vec![Some("0".to_owned()); self.streams.shards()];
         while starts.iter().any(Option::is_some) && !self.token.is_cancelled() {
             let read = self.streams.read(&starts, self.options.batch_size).await?;
@@ -248,7 +266,7 @@ impl Writer {
     }
 
     /// XAUTOCLAIMs entries idle longer than `claim_idle` on any consumer and persists them.
-    async fn claim_idle(&mut self) -> Result<(), AuditError> {
+    async fn claim_idle(&self) -> Result<(), AuditError> {
         let mut cursors = vec![Some("0-0".to_owned()); self.streams.shards()];
         while cursors.iter().any(Option::is_some) && !self.token.is_cancelled() {
             let claimed = self
@@ -269,62 +287,54 @@ impl Writer {
         Ok(())
     }
 
-    /// Commits and acknowledges `items` batch by batch, acknowledging one batch while
-    /// the next commits. On cancel it stops after the batches in hand (the rest stays
-    /// pending and is re-read on the next start).
-    async fn persist(&mut self, items: Vec<Item>) -> Result<(), AuditError> {
+    /// Commits and acknowledges `items`, batch by batch.
+    async fn persist(&self, items: Vec<Item>) -> Result<(), AuditError> {
+        let in_flight = self.submit_all(items)?;
+        self.finish_all(in_flight).await
+    }
+
+    /// Queues every batch of `items` on the sink, in order.
+    fn submit_all(&self, items: Vec<Item>) -> Result<Vec<InFlight>, AuditError> {
         let mut items = items.into_iter().peekable();
-        let mut in_flight: Option<InFlight> = None;
+        let mut batches = Vec::new();
         while items.peek().is_some() {
             let batch = Batch::from_items(items.by_ref().take(self.options.batch_size));
-            let next = self.submit(batch)?;
-            if let Some(previous) = in_flight.replace(next) {
-                self.finish(previous).await?;
+            if self.options.fault == Some(Fault::BeforeCommit) && !batch.rows.is_empty() {
+                return Err(AuditError::Fault(Fault::BeforeCommit));
             }
-            if self.token.is_cancelled() {
-                break;
-            }
+            let commit = match batch.rows.is_empty() {
+                true => None,
+                false => Some(self.sink.submit(batch.rows)?),
+            };
+            batches.push(InFlight {
+                commit,
+                acks: batch.acks,
+                started: Instant::now(),
+            });
         }
-        if let Some(last) = in_flight {
-            self.finish(last).await?;
+        Ok(batches)
+    }
+
+    /// Waits for each batch's COMMIT, then XACKs and trims it (never before).
+    async fn finish_all(&self, batches: Vec<InFlight>) -> Result<(), AuditError> {
+        for batch in batches {
+            let had_rows = batch.commit.is_some();
+            let inserted = match batch.commit {
+                Some(commit) => commit.wait().await?,
+                None => 0,
+            };
+            if self.options.fault == Some(Fault::AfterCommit) && had_rows {
+                return Err(AuditError::Fault(Fault::AfterCommit));
+            }
+            self.streams.ack(&batch.acks).await?;
+            metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
+            metrics::histogram!(m::AUDIT_BATCH_DURATION)
+                .record(batch.started.elapsed().as_secs_f64());
         }
         Ok(())
     }
 
-    fn submit(&self, batch: Batch) -> Result<InFlight, AuditError> {
-        let fault = self.options.fault.filter(|_| !batch.rows.is_empty());
-        if fault == Some(Fault::BeforeCommit) {
-            return Err(AuditError::Fault(Fault::BeforeCommit));
-        }
-        let commit = if batch.rows.is_empty() {
-            None
-        } else {
-            Some(self.sink.submit(batch.rows)?)
-        };
-        Ok(InFlight {
-            commit,
-            acks: batch.acks,
-            fault,
-            started: Instant::now(),
-        })
-    }
-
-    /// Waits for the batch's COMMIT, then XACKs and trims (never before).
-    async fn finish(&mut self, batch: InFlight) -> Result<(), AuditError> {
-        let inserted = match batch.commit {
-            Some(commit) => commit.wait().await?,
-            None => 0,
-        };
-        if batch.fault == Some(Fault::AfterCommit) {
-            return Err(AuditError::Fault(Fault::AfterCommit));
-        }
-        self.streams.ack(&batch.acks).await?;
-        metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
-        metrics::histogram!(m::AUDIT_BATCH_DURATION).record(batch.started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    async fn refresh_backlog(&mut self) -> Result<(), AuditError> {
+    async fn refresh_backlog(&self) -> Result<(), AuditError> {
         for (shard, len) in self.streams.lengths().await?.into_iter().enumerate() {
             metrics::gauge!(m::AUDIT_BACKLOG, "shard" => shard.to_string()).set(len as f64);
         }
