@@ -8,7 +8,8 @@
 //!   (`lua/audit_ack.lua`), on a connection of its own.
 //! - `sink`: the one thread that owns the SQLite write connection.
 //! - [`writer`]: the task that moves entries from the streams to the sink:
-//!   read → COMMIT → XACK → XTRIM MINID, and recovery on start.
+//!   read → COMMIT → XACK → XTRIM MINID, and recovery on start; `options` and
+//!   `batch` hold its settings and the entries in hand.
 //! - [`schema`]: the versioned SQLite schema (`PRAGMA user_version`).
 //! - [`query`]: [`AuditReader`], newest-first keyset pages of one key's records.
 //! - [`retention`]: deletes records older than their tier's retention.
@@ -26,6 +27,7 @@
 mod batch;
 pub mod cli;
 mod entry;
+mod options;
 pub mod query;
 pub mod record;
 pub mod retention;
@@ -34,10 +36,11 @@ mod sink;
 mod stream;
 pub mod writer;
 
+pub use options::{Fault, WriterOptions};
 pub use query::{AuditPage, AuditQuery, AuditReader, DEFAULT_LIMIT, MAX_LIMIT};
 pub use record::AuditRecord;
 pub use retention::{purge_expired, spawn_retention, RetentionReport};
-pub use writer::{spawn_writer, spawn_writer_with, AuditWriter, Fault, WriterOptions};
+pub use writer::{spawn_writer, spawn_writer_with, AuditWriter};
 
 use crate::store::StoreError;
 
