@@ -57,6 +57,15 @@ async fn backlog_of_ten_thousand_grows_then_drains_into_sqlite() {
         let expected: Vec<u64> = (1..=(N / TASKS) as u64).rev().collect();
         assert_eq!(used, expected);
     }
+
+    // A year and a day later every record is past the enterprise retention (365 d):
+    // retention deletes them all, 5,000 rows per transaction.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::days(366);
+    let catalogue = quotad::quota::Catalogue::default();
+    let report = quotad::audit::purge_expired(&conn, &catalogue, later).unwrap();
+    assert_eq!(report.deleted, N as u64);
+    assert_eq!(s::count(&db), 0);
 }
 
 #[tokio::test]

@@ -264,3 +264,30 @@ async fn cancel_leaves_nothing_behind_for_the_next_start() {
     admitted.sort();
     assert_eq!(persisted(&db, &keys).await, admitted);
 }
+
+#[tokio::test]
+async fn a_lost_group_is_recreated_at_zero_and_nothing_is_skipped() {
+    let redis = TestRedis::start();
+    let engine = setup(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = s::db_path(&dir);
+    let keys = keys(&engine).await;
+    let running = s::start(&engine, s::options(&engine, &db, "node-a")).await;
+    let mut admitted = consume(&engine, &keys, 20).await;
+    s::wait_drained(&redis, SHARDS).await;
+    // As after a Redis that lost its data: the group is gone, the stream is not.
+    let mut conn = redis.conn();
+    for shard in 0..SHARDS {
+        let _: i64 = redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(keys::audit_stream(Shard(shard)))
+            .arg("quotad-audit")
+            .query(&mut conn)
+            .unwrap();
+    }
+    admitted.extend(consume(&engine, &keys, 20).await);
+    s::wait_drained(&redis, SHARDS).await;
+    running.stop().await;
+    admitted.sort();
+    assert_eq!(persisted(&db, &keys).await, admitted);
+}
