@@ -57,8 +57,9 @@ async fn trim_mode_keeps_admitting_and_counts_what_it_trimmed() {
         .map(|r| r.used_after)
         .collect();
     assert_eq!(used, vec![20, 19, 18, 17, 16]);
-    assert_eq!(
-        metric(&handle.render(), "quotad_audit_persisted_total"),
-        5.0
-    );
+    let text = handle.render();
+    assert_eq!(metric(&text, "quotad_audit_persisted_total"), 5.0);
+    // Refreshed when the writer started, before it drained the five entries.
+    assert_eq!(metric(&text, "quotad_audit_backlog{shard=\"0\"}"), 5.0);
+    assert!(metric(&text, "quotad_audit_batch_duration_seconds_count") >= 1.0);
 }

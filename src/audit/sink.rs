@@ -3,6 +3,7 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -17,7 +18,16 @@ const INSERT: &str = "INSERT OR IGNORE INTO audit_records
 
 struct Job {
     rows: Vec<Row>,
-    reply: oneshot::Sender<Result<usize, AuditError>>,
+    reply: oneshot::Sender<Result<Committed, AuditError>>,
+}
+
+/// What one COMMIT did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Committed {
+    /// Rows that were new (the rest were already there: redelivery).
+    pub inserted: usize,
+    /// Time spent in the transaction, without waiting in the queue.
+    pub took: Duration,
 }
 
 /// Handle to the SQLite writer thread; commits run there, never on the runtime.
@@ -36,8 +46,13 @@ impl Sink {
             .spawn(move || {
                 let mut conn = conn;
                 for job in rx {
+                    let started = Instant::now();
+                    let result = commit(&mut conn, &job.rows).map(|inserted| Committed {
+                        inserted,
+                        took: started.elapsed(),
+                    });
                     // The receiver may be gone (writer task dropped): the commit stands.
-                    let _ = job.reply.send(commit(&mut conn, &job.rows));
+                    let _ = job.reply.send(result);
                 }
             })
             .map_err(|e| AuditError::Unavailable(format!("cannot start the writer thread: {e}")))?;
@@ -69,11 +84,11 @@ impl Sink {
 
 /// A queued commit; await it with [`Commit::wait`].
 #[derive(Debug)]
-pub(crate) struct Commit(oneshot::Receiver<Result<usize, AuditError>>);
+pub(crate) struct Commit(oneshot::Receiver<Result<Committed, AuditError>>);
 
 impl Commit {
-    /// Waits for COMMIT; returns how many rows were new (the rest were already there).
-    pub async fn wait(self) -> Result<usize, AuditError> {
+    /// Waits for COMMIT.
+    pub async fn wait(self) -> Result<Committed, AuditError> {
         self.0.await.map_err(|_| AuditError::SinkClosed)?
     }
 }

@@ -34,7 +34,7 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Waits until the writer has committed and acknowledged its batch in hand and stopped.
+    /// Waits until the writer has committed and acknowledged the round in hand and stopped.
     pub async fn join(self) -> Result<(), AuditError> {
         let result = match self.task.await {
             Ok(result) => result,
@@ -115,14 +115,19 @@ struct Writer {
 struct InFlight {
     commit: Option<Commit>,
     acks: Vec<(usize, Vec<String>)>,
-    started: Instant,
 }
 
 impl Writer {
     async fn run(mut self) -> Result<(), AuditError> {
         let mut backoff = Duration::from_millis(100);
         while !self.token.is_cancelled() {
-            match self.session().await {
+            let started = Instant::now();
+            let result = self.session().await;
+            if started.elapsed() > Duration::from_secs(30) {
+                // A long healthy run: the next failure is a new one.
+                backoff = Duration::from_millis(100);
+            }
+            match result {
                 Ok(()) => break,
                 Err(AuditError::Fault(fault)) => return Err(AuditError::Fault(fault)),
                 Err(e) => {
@@ -257,27 +262,29 @@ impl Writer {
             batches.push(InFlight {
                 commit,
                 acks: batch.acks,
-                started: Instant::now(),
             });
         }
         Ok(batches)
     }
 
-    /// Waits for each batch's COMMIT, then XACKs and trims it (never before).
+    /// Waits for each batch's COMMIT, then XACKs and trims it (never before). The
+    /// batch duration is the transaction plus the ack, not the time spent queued.
     async fn finish_all(&self, batches: Vec<InFlight>) -> Result<(), AuditError> {
         for batch in batches {
             let had_rows = batch.commit.is_some();
-            let inserted = match batch.commit {
-                Some(commit) => commit.wait().await?,
-                None => 0,
+            let committed = match batch.commit {
+                Some(commit) => Some(commit.wait().await?),
+                None => None,
             };
             if self.options.fault == Some(Fault::AfterCommit) && had_rows {
                 return Err(AuditError::Fault(Fault::AfterCommit));
             }
+            let acked = Instant::now();
             self.streams.ack(&batch.acks).await?;
+            let inserted = committed.map_or(0, |c| c.inserted);
+            let took = committed.map_or(Duration::ZERO, |c| c.took) + acked.elapsed();
             metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
-            metrics::histogram!(m::AUDIT_BATCH_DURATION)
-                .record(batch.started.elapsed().as_secs_f64());
+            metrics::histogram!(m::AUDIT_BATCH_DURATION).record(took.as_secs_f64());
         }
         Ok(())
     }
