@@ -73,12 +73,11 @@ async fn pages_hold_every_record_exactly_once_while_records_arrive() {
     consume_at(&engine, &clock, &key, "2026-11-10T12:00:02Z", 7).await;
     let running = s::start(&engine, s::options(&engine, &db, "node-a")).await;
     s::wait_drained(&redis, 4).await;
-    let before: Vec<String> = s::records(&db, &key.id())
-        .await
-        .into_iter()
-        .map(|r| r.audit_id)
-        .collect();
-    assert_eq!(before.len(), 25);
+    let records = s::records(&db, &key.id()).await;
+    // Newest first; records of the same millisecond in reverse admission order.
+    let used: Vec<u64> = records.iter().map(|r| r.used_after).collect();
+    assert_eq!(used, (1..=25).rev().collect::<Vec<u64>>());
+    let before: Vec<String> = records.into_iter().map(|r| r.audit_id).collect();
 
     let reader = AuditReader::open(&db).unwrap();
     let query = AuditQuery {

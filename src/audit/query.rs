@@ -1,8 +1,9 @@
 //! Reading the audit log: one key's records, newest first, in keyset pages.
 //!
-//! Pages are ordered by `(ts_ms, audit_id)` descending and a cursor is the position
-//! of the last record served, so every record is on exactly one page even while new
-//! records arrive (they sort before the cursor, or after it if they are older).
+//! Pages are ordered by `(ts_ms, seq)` descending (`seq` is the insertion order,
+//! which within one key is stream order) and a cursor is the position of the last
+//! record served, so every record is on exactly one page even while new records
+//! arrive (they sort before the cursor, or after it if they are older).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -59,16 +60,16 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// A page position: the `(ts_ms, audit_id)` of the last record served.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A page position: the `(ts_ms, seq)` of the last record served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cursor {
     ts_ms: i64,
-    audit_id: String,
+    seq: i64,
 }
 
 impl Cursor {
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", self.ts_ms, self.audit_id))
+        URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", self.ts_ms, self.seq))
     }
 
     fn decode(text: &str) -> Result<Cursor, AuditError> {
@@ -77,23 +78,19 @@ impl Cursor {
             .map_err(|_| AuditError::BadCursor)?;
         let text = String::from_utf8(bytes).map_err(|_| AuditError::BadCursor)?;
         let rest = text.strip_prefix("v1:").ok_or(AuditError::BadCursor)?;
-        let (ts, id) = rest.split_once(':').ok_or(AuditError::BadCursor)?;
-        let ts_ms = ts.parse().map_err(|_| AuditError::BadCursor)?;
-        if id.is_empty() {
-            return Err(AuditError::BadCursor);
-        }
+        let (ts, seq) = rest.split_once(':').ok_or(AuditError::BadCursor)?;
         Ok(Cursor {
-            ts_ms,
-            audit_id: id.to_owned(),
+            ts_ms: ts.parse().map_err(|_| AuditError::BadCursor)?,
+            seq: seq.parse().map_err(|_| AuditError::BadCursor)?,
         })
     }
 }
 
 const SELECT: &str = "SELECT audit_id, key_id, tier, ts_ms, endpoint, cost, used_after, outcome,
-        idempotency_key, request, response, error, processing_ms
+        idempotency_key, request, response, error, processing_ms, seq
     FROM audit_records
-    WHERE key_id = ?1 AND ts_ms >= ?2 AND (ts_ms, audit_id) < (?3, ?4)
-    ORDER BY ts_ms DESC, audit_id DESC
+    WHERE key_id = ?1 AND ts_ms >= ?2 AND (ts_ms, seq) < (?3, ?4)
+    ORDER BY ts_ms DESC, seq DESC
     LIMIT ?5";
 
 /// Read access to the audit database; cheap to clone. Queries run off the runtime on
@@ -136,16 +133,16 @@ impl AuditReader {
             Some(text) => Cursor::decode(text)?,
             None => Cursor {
                 ts_ms: i64::MAX,
-                audit_id: String::new(),
+                seq: i64::MAX,
             },
         };
         let from = query.from.map_or(i64::MIN, |t| t.timestamp_millis());
         // One upper bound, so the index range starts right at the page: `ts_ms < to`
-        // is `(ts_ms, audit_id) < (to, "")`, every audit_id being non-empty.
+        // is `(ts_ms, seq) < (to, i64::MIN)`.
         let after = match query.to.map(|t| t.timestamp_millis()) {
             Some(to) if to <= after.ts_ms => Cursor {
                 ts_ms: to,
-                audit_id: String::new(),
+                seq: i64::MIN,
             },
             _ => after,
         };
@@ -173,23 +170,17 @@ fn page(
     after: &Cursor,
     limit: u32,
 ) -> Result<AuditPage, AuditError> {
-    // Without a cursor, `after` is (i64::MAX, ""), above every real record.
+    // Without a cursor, `after` is (i64::MAX, i64::MAX), above every real record.
     let mut stmt = conn.prepare_cached(SELECT)?;
-    let mut records: Vec<(i64, AuditRecord)> = stmt
+    let mut records: Vec<(Cursor, AuditRecord)> = stmt
         .query_map(
-            params![key_id, from, after.ts_ms, after.audit_id, limit + 1],
+            params![key_id, from, after.ts_ms, after.seq, limit + 1],
             record,
         )?
         .collect::<Result<_, _>>()?;
     let next_cursor = if records.len() > limit as usize {
         records.truncate(limit as usize);
-        records.last().map(|(ts_ms, r)| {
-            Cursor {
-                ts_ms: *ts_ms,
-                audit_id: r.audit_id.clone(),
-            }
-            .encode()
-        })
+        records.last().map(|(position, _)| position.encode())
     } else {
         None
     };
@@ -199,8 +190,12 @@ fn page(
     })
 }
 
-fn record(row: &Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
+fn record(row: &Row<'_>) -> rusqlite::Result<(Cursor, AuditRecord)> {
     let ts_ms: i64 = row.get(3)?;
+    let position = Cursor {
+        ts_ms,
+        seq: row.get(13)?,
+    };
     let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
         let text: Option<String> = row.get(i)?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
@@ -209,7 +204,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<(i64, AuditRecord)> {
         .map(format_instant)
         .unwrap_or_default();
     Ok((
-        ts_ms,
+        position,
         AuditRecord {
             audit_id: row.get(0)?,
             key_id: row.get(1)?,
@@ -236,7 +231,7 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         let c = Cursor {
             ts_ms: 1_764_272_474_123,
-            audit_id: "q007-1764272474123-0".into(),
+            seq: 42,
         };
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         for bad in [
@@ -244,7 +239,8 @@ mod tests {
             "!!",
             "djE6",
             "djE6eDp5",
-            &URL_SAFE_NO_PAD.encode("v2:1:a"),
+            &URL_SAFE_NO_PAD.encode("v2:1:2"),
+            &URL_SAFE_NO_PAD.encode("v1:1:q001-1-0"),
         ] {
             assert!(
                 matches!(Cursor::decode(bad), Err(AuditError::BadCursor)),

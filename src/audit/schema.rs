@@ -12,7 +12,10 @@ use crate::config::Synchronous;
 const MIGRATIONS: &[&str] = &[
     // 1: the records, one index per access path.
     "CREATE TABLE audit_records (
-        audit_id        TEXT PRIMARY KEY,
+        -- insertion order (a rowid alias, stable across VACUUM): within one key it is
+        -- stream order, so it orders records of the same millisecond
+        seq             INTEGER PRIMARY KEY,
+        audit_id        TEXT NOT NULL UNIQUE,
         key_id          TEXT NOT NULL,
         tier            TEXT NOT NULL,
         ts_ms           INTEGER NOT NULL,
@@ -27,7 +30,7 @@ const MIGRATIONS: &[&str] = &[
         processing_ms   REAL
     );
     -- queries: this key, newest first, within a time range (keyset pagination)
-    CREATE INDEX audit_by_key_time ON audit_records (key_id, ts_ms DESC, audit_id DESC);
+    CREATE INDEX audit_by_key_time ON audit_records (key_id, ts_ms DESC, seq DESC);
     -- retention: this tier, older than its cut-off, in small batches
     CREATE INDEX audit_by_tier_time ON audit_records (tier, ts_ms);",
 ];
