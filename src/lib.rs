@@ -8,7 +8,8 @@
 //! - [`config`]: the typed settings, from a TOML file and `QUOTAD_*` variables.
 //! - [`metrics`]: metric names, described once.
 //! - [`http`]: the HTTP API: accept loop, one routing match, handlers, `ApiError`.
-//! - [`app`]: wires store, engine and HTTP server; signals, drain, metrics recorder.
+//! - [`app`]: wires store, engine, HTTP server and audit writer; signals, drain, metrics.
+//! - [`audit`]: the audit writer (shard streams → SQLite), queries and retention.
 //! - [`cli`]: the `keys` admin subcommands.
 //!
 //! # A consume, end to end
@@ -16,7 +17,9 @@
 //! `engine::Engine::consume` hashes the API key to its `key_id` and shard, then runs
 //! `lua/consume.lua` with one EVALSHA: the script checks the key record, the
 //! idempotency entry, the limit and the audit backlog, then XADDs the audit record,
-//! INCRBYs the counter and stores the decision, all atomically in one slot.
+//! INCRBYs the counter and stores the decision, all atomically in one slot. The
+//! `audit` writer later reads the stream entry through the `quotad-audit` consumer
+//! group, commits it to SQLite, and only then acknowledges and trims it.
 //!
 //! Over HTTP, `http::run` accepts the connection, `http::routes` matches
 //! `POST /v1/consume`, the handler reads the body and the API key (`http::extract`),
@@ -27,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -36,6 +36,9 @@ enum Command {
     /// Manage API keys directly in Redis.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Read the audit log from SQLite.
+    #[command(subcommand)]
+    Audit(quotad::audit::cli::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,19 @@ async fn run(config: Config, command: Command) -> ExitCode {
     match command {
         Command::Serve => serve(config).await,
         Command::Keys(cmd) => keys(config, cmd).await,
+        Command::Audit(cmd) => audit(config, cmd).await,
+    }
+}
+
+/// `quotad audit …`: reads the SQLite file only; Redis is not needed.
+async fn audit(config: Config, cmd: quotad::audit::cli::AuditCommand) -> ExitCode {
+    let (mut out, mut note) = (std::io::stdout(), std::io::stderr());
+    match quotad::audit::cli::run_audit(&config.audit, cmd, &mut out, &mut note).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quotad: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

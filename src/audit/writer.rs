@@ -1,0 +1,298 @@
+//! The audit writer: moves entries from the shard streams into SQLite.
+//!
+//! Per batch: COMMIT (one IMMEDIATE transaction of `INSERT OR IGNORE`) → XACK → XTRIM
+//! MINID. A crash anywhere leaves the entries pending (before XACK) and their rows,
+//! if any, keyed by `audit_id`; the next start re-reads its own pending entries first,
+//! then claims other consumers' idle ones, so nothing is lost or duplicated.
+//!
+//! A round reads up to `batch_size` entries per shard and queues its batches on the
+//! SQLite thread; the next round is read while they commit. On cancel the round in
+//! hand is committed and acknowledged; what was read ahead stays pending for the
+//! next start.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::{items, Batch, Item};
+use super::options::{Fault, WriterOptions};
+use super::retention::spawn_retention;
+use super::sink::{Commit, Sink};
+use super::stream::Streams;
+use super::{schema, AuditError};
+use crate::config::AuditConfig;
+use crate::metrics as m;
+use crate::quota::Catalogue;
+use crate::store::Store;
+
+/// The running writer (and retention job); stop them with the token, then `join`.
+#[derive(Debug)]
+pub struct AuditWriter {
+    task: JoinHandle<Result<(), AuditError>>,
+    retention: Option<JoinHandle<()>>,
+}
+
+impl AuditWriter {
+    /// Waits until the writer has committed and acknowledged the round in hand and stopped.
+    pub async fn join(self) -> Result<(), AuditError> {
+        let result = match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(AuditError::Unavailable(format!(
+                "audit writer task failed: {e}"
+            ))),
+        };
+        if let Some(retention) = self.retention {
+            let _ = retention.await;
+        }
+        result
+    }
+
+    /// Whether the writer task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Starts the writer and the retention job from `[audit]`. The database is opened and
+/// migrated before this returns, so an [`super::AuditReader`] can open it next.
+pub async fn spawn_writer(
+    store: &Store,
+    shards: u32,
+    catalogue: Catalogue,
+    config: &AuditConfig,
+    token: CancellationToken,
+) -> Result<AuditWriter, AuditError> {
+    let mut writer =
+        spawn_writer_with(store, WriterOptions::new(shards, config), token.clone()).await?;
+    let interval = Duration::from_secs(config.retention_interval_secs.max(1));
+    writer.retention = Some(spawn_retention(
+        config.db_path.clone(),
+        catalogue,
+        interval,
+        token,
+    ));
+    Ok(writer)
+}
+
+/// Starts the writer alone, with explicit options.
+pub async fn spawn_writer_with(
+    store: &Store,
+    options: WriterOptions,
+    token: CancellationToken,
+) -> Result<AuditWriter, AuditError> {
+    let (path, sync) = (options.db_path.clone(), options.synchronous);
+    let conn = tokio::task::spawn_blocking(move || schema::open_writer(&path, sync))
+        .await
+        .map_err(|e| AuditError::Unavailable(e.to_string()))??;
+    let sink = Sink::start(conn)?;
+    let streams = Streams::new(
+        store.clone(),
+        options.shards,
+        options.consumer.clone(),
+        options.redis_timeout,
+    );
+    let writer = Writer {
+        streams,
+        sink,
+        options,
+        token,
+    };
+    Ok(AuditWriter {
+        task: tokio::spawn(writer.run()),
+        retention: None,
+    })
+}
+
+struct Writer {
+    streams: Streams,
+    sink: Sink,
+    options: WriterOptions,
+    token: CancellationToken,
+}
+
+/// A batch queued on the sink, waiting for COMMIT before its XACK.
+struct InFlight {
+    commit: Option<Commit>,
+    acks: Vec<(usize, Vec<String>)>,
+}
+
+impl Writer {
+    async fn run(mut self) -> Result<(), AuditError> {
+        let mut backoff = Duration::from_millis(100);
+        while !self.token.is_cancelled() {
+            let started = Instant::now();
+            let result = self.session().await;
+            if started.elapsed() > Duration::from_secs(30) {
+                // A long healthy run: the next failure is a new one.
+                backoff = Duration::from_millis(100);
+            }
+            match result {
+                Ok(()) => break,
+                Err(AuditError::Fault(fault)) => return Err(AuditError::Fault(fault)),
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, "audit writer failed; retrying");
+                    if let AuditError::Store(store) = &e {
+                        metrics::counter!(m::REDIS_ERRORS, "kind" => store.kind()).increment(1);
+                    }
+                    self.streams.reset();
+                    if self.pause(backoff).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.sink.close().await;
+        Ok(())
+    }
+
+    /// Sleeps unless cancelled first; true when cancelled.
+    async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = self.token.cancelled() => true,
+            _ = tokio::time::sleep(duration) => false,
+        }
+    }
+
+    /// One connected run: own pending entries, then idle ones of others, then new ones.
+    async fn session(&mut self) -> Result<(), AuditError> {
+        self.streams.connect().await?;
+        self.drain_pending().await?;
+        self.claim_idle().await?;
+        let mut next_claim = Instant::now() + self.options.claim_idle;
+        let mut next_gauge = Instant::now();
+        let mut idle = Duration::ZERO;
+        let starts = vec![Some(">".to_owned()); self.streams.shards()];
+        let mut ahead = None;
+        while !self.token.is_cancelled() {
+            let now = Instant::now();
+            if now >= next_gauge {
+                self.refresh_backlog().await?;
+                next_gauge = now + self.options.backlog_refresh;
+            }
+            if now >= next_claim {
+                self.claim_idle().await?;
+                next_claim = now + self.options.claim_idle;
+            }
+            let read = match ahead.take() {
+                Some(read) => read,
+                None => self.streams.read(&starts, self.options.batch_size).await?,
+            };
+            let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
+            if items.is_empty() {
+                idle = (idle * 2).clamp(Duration::from_millis(1), self.options.max_idle_poll);
+                self.pause(idle).await;
+                continue;
+            }
+            idle = Duration::ZERO;
+            // Read the next round while this one commits; its acks still follow COMMIT.
+            let in_flight = self.submit_all(items)?;
+            let (next, done) = tokio::join!(
+                self.streams.read(&starts, self.options.batch_size),
+                self.finish_all(in_flight),
+            );
+            done?;
+            ahead = Some(next?);
+        }
+        Ok(())
+    }
+
+    /// Re-reads this consumer's pending entries (from id 0) until none are left.
+    async fn drain_pending(&self) -> Result<(), AuditError> {
+        let mut starts = vec![Some("0".to_owned()); self.streams.shards()];
+        while starts.iter().any(Option::is_some) && !self.token.is_cancelled() {
+            let read = self.streams.read(&starts, self.options.batch_size).await?;
+            for (s, entries) in &read {
+                starts[*s] = entries.last().map(|e| e.id.clone());
+            }
+            let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
+            if !items.is_empty() {
+                tracing::info!(
+                    entries = items.len(),
+                    "audit writer recovering its pending entries"
+                );
+                self.persist(items).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// XAUTOCLAIMs entries idle longer than `claim_idle` on any consumer and persists them.
+    async fn claim_idle(&self) -> Result<(), AuditError> {
+        let mut cursors = vec![Some("0-0".to_owned()); self.streams.shards()];
+        while cursors.iter().any(Option::is_some) && !self.token.is_cancelled() {
+            let claimed = self
+                .streams
+                .claim(&cursors, self.options.claim_idle, self.options.batch_size)
+                .await?;
+            let mut batches = Vec::with_capacity(claimed.len());
+            for (s, c) in claimed {
+                cursors[s] = (c.next != "0-0" && !c.next.is_empty()).then_some(c.next);
+                batches.push((s, c.entries, c.deleted));
+            }
+            let items = items(batches.into_iter());
+            if !items.is_empty() {
+                tracing::info!(entries = items.len(), "audit writer claimed idle entries");
+                self.persist(items).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits and acknowledges `items`, batch by batch.
+    async fn persist(&self, items: Vec<Item>) -> Result<(), AuditError> {
+        let in_flight = self.submit_all(items)?;
+        self.finish_all(in_flight).await
+    }
+
+    /// Queues every batch of `items` on the sink, in order.
+    fn submit_all(&self, items: Vec<Item>) -> Result<Vec<InFlight>, AuditError> {
+        let mut items = items.into_iter().peekable();
+        let mut batches = Vec::new();
+        while items.peek().is_some() {
+            let batch = Batch::from_items(items.by_ref().take(self.options.batch_size));
+            if self.options.fault == Some(Fault::BeforeCommit) && !batch.rows.is_empty() {
+                return Err(AuditError::Fault(Fault::BeforeCommit));
+            }
+            let commit = match batch.rows.is_empty() {
+                true => None,
+                false => Some(self.sink.submit(batch.rows)?),
+            };
+            batches.push(InFlight {
+                commit,
+                acks: batch.acks,
+            });
+        }
+        Ok(batches)
+    }
+
+    /// Waits for each batch's COMMIT, then XACKs and trims it (never before). The
+    /// batch duration is the transaction plus the ack, not the time spent queued.
+    async fn finish_all(&self, batches: Vec<InFlight>) -> Result<(), AuditError> {
+        for batch in batches {
+            let had_rows = batch.commit.is_some();
+            let committed = match batch.commit {
+                Some(commit) => Some(commit.wait().await?),
+                None => None,
+            };
+            if self.options.fault == Some(Fault::AfterCommit) && had_rows {
+                return Err(AuditError::Fault(Fault::AfterCommit));
+            }
+            let acked = Instant::now();
+            self.streams.ack(&batch.acks).await?;
+            let inserted = committed.map_or(0, |c| c.inserted);
+            let took = committed.map_or(Duration::ZERO, |c| c.took) + acked.elapsed();
+            metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
+            metrics::histogram!(m::AUDIT_BATCH_DURATION).record(took.as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn refresh_backlog(&self) -> Result<(), AuditError> {
+        for (shard, len) in self.streams.lengths().await?.into_iter().enumerate() {
+            metrics::gauge!(m::AUDIT_BACKLOG, "shard" => shard.to_string()).set(len as f64);
+        }
+        Ok(())
+    }
+}
