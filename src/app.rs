@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{self, AuditError, AuditReader, AuditWriter};
 use crate::config::Config;
 use crate::engine::{system_clock, Engine, EngineError};
 use crate::http::{self, AdminToken, AppState};
@@ -33,6 +34,9 @@ pub enum AppError {
     /// The engine refused to start (e.g. another shard count is recorded in Redis).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// The admin token for a listener on `listen`: the configured one, or on loopback a
@@ -131,14 +135,19 @@ pub async fn serve(
         }
         Err(e) => return Err(e.into()),
     };
-    // audit: wired by the audit pipeline (AppState::audit stays None until then).
-    let state = Arc::new(AppState::new(
+    // The writer gets its own token: it stops after the HTTP drain, so it commits and
+    // acknowledges what the last requests recorded.
+    let audit_token = CancellationToken::new();
+    let (writer, reader) = start_audit(config, &engine, audit_token.clone()).await?;
+    let mut state = AppState::new(
         engine.clone(),
         admin,
         config.max_body_bytes,
         metrics,
         started,
-    ));
+    );
+    state.audit = reader;
+    let state = Arc::new(state);
     let starter =
         (!started).then(|| tokio::spawn(start_engine(engine, state.clone(), shutdown.clone())));
     if let Ok(addr) = listener.local_addr() {
@@ -149,6 +158,14 @@ pub async fn serve(
         tracing::info!("drained; bye");
     }
     shutdown.cancel();
+    audit_token.cancel();
+    if let Some(writer) = writer {
+        match tokio::time::timeout(grace, writer.join()).await {
+            Ok(Ok(())) => tracing::info!("audit writer stopped; its batch is committed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "audit writer failed"),
+            Err(_) => tracing::warn!("audit writer did not stop within the grace period"),
+        }
+    }
     match starter {
         None => Ok(()),
         Some(task) => task.await.unwrap_or_else(|e| {
@@ -156,6 +173,28 @@ pub async fn serve(
             Ok(())
         }),
     }
+}
+
+/// Starts the audit writer and opens the reader when `audit.writer` is on; a node
+/// without a writer answers audit queries with 503 rather than from an empty file.
+async fn start_audit(
+    config: &Config,
+    engine: &Engine,
+    token: CancellationToken,
+) -> Result<(Option<AuditWriter>, Option<AuditReader>), AppError> {
+    if !config.audit.writer {
+        return Ok((None, None));
+    }
+    let writer = audit::spawn_writer(
+        engine.store(),
+        config.shards,
+        config.catalogue(),
+        &config.audit,
+        token,
+    )
+    .await?;
+    let reader = AuditReader::open(&config.audit.db_path)?;
+    Ok((Some(writer), Some(reader)))
 }
 
 /// Retries the engine start while Redis is unavailable; a fatal refusal (shard

@@ -81,6 +81,25 @@ async fn audit(config: Config, cmd: quotad::audit::cli::AuditCommand) -> ExitCod
     }
 }
 
+fn generated_note(configured: bool) -> &'static str {
+    if configured {
+        "the configured admin token"
+    } else {
+        "the token above"
+    }
+}
+
+/// Copy-paste examples on stdout; the token itself is never repeated.
+fn print_examples(listen: std::net::SocketAddr, token_source: &str) {
+    let base = format!("http://{listen}");
+    println!(
+        "quotad: listening on {base}. Try it (ADMIN = {token_source}):\n\
+         \x20 curl -s -X POST {base}/v1/keys -H \"Authorization: Bearer $ADMIN\" -d '{{\"tier\": \"free\"}}'\n\
+         \x20 curl -s -X POST {base}/v1/consume -H \"Authorization: Bearer $KEY\" -d '{{\"endpoint\": \"/hello\"}}'\n\
+         \x20 curl -s {base}/v1/quota -H \"Authorization: Bearer $KEY\""
+    );
+}
+
 /// `quotad keys …`: straight to Redis, no HTTP.
 async fn keys(config: Config, cmd: KeysCommand) -> ExitCode {
     let store = match Store::new(
@@ -150,6 +169,7 @@ async fn serve(config: Config) -> ExitCode {
         // Stdout, once, never through the log.
         println!("quotad: generated admin token (shown once): {token}");
     }
+    print_examples(config.listen, generated_note(config.admin_token.is_some()));
     let shutdown = CancellationToken::new();
     tokio::spawn(app::metrics_upkeep(metrics.clone(), shutdown.clone()));
     tokio::spawn(app::cancel_on_signal(shutdown.clone()));

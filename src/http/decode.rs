@@ -3,10 +3,13 @@
 
 use hyper::HeaderMap;
 
-use super::extract::{idempotency_header, JsonObject};
+use super::extract::{idempotency_header, query_param, JsonObject};
 use super::ApiError;
+use crate::audit::{AuditQuery, MAX_LIMIT};
 use crate::engine::{KeyUpdate, NewKey};
-use crate::quota::{validate_idempotency_key, ApiKey, AuditExtras, Catalogue, ConsumeRequest};
+use crate::quota::{
+    validate_idempotency_key, ApiKey, AuditExtras, Catalogue, ConsumeRequest, KeyId,
+};
 
 /// The longest key name accepted.
 const MAX_NAME_CHARS: usize = 256;
@@ -104,6 +107,36 @@ fn known_tier(tier: &str, catalogue: &Catalogue) -> Result<(), ApiError> {
         Some(_) => Ok(()),
         None => Err(ApiError::UnknownTierInput(tier.to_owned())),
     }
+}
+
+/// An audit query from `?from=&to=&limit=&cursor=` (instants in RFC 3339).
+pub fn audit_query(key_id: KeyId, query: Option<&str>) -> Result<AuditQuery, ApiError> {
+    let instant = |name: &str| {
+        query_param(query, name)
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(&v)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|_| {
+                        ApiError::BadRequest(format!("{name} must be an RFC 3339 instant"))
+                    })
+            })
+            .transpose()
+    };
+    let limit = query_param(query, "limit")
+        .map(|v| match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit must be an integer from 1 to {MAX_LIMIT}"
+            ))),
+        })
+        .transpose()?;
+    Ok(AuditQuery {
+        from: instant("from")?,
+        to: instant("to")?,
+        limit,
+        cursor: query_param(query, "cursor"),
+        ..AuditQuery::new(key_id)
+    })
 }
 
 #[cfg(test)]

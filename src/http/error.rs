@@ -5,6 +5,7 @@ use hyper::StatusCode;
 use serde_json::json;
 
 use super::{json_response, Response};
+use crate::audit::AuditError;
 use crate::engine::EngineError;
 use crate::quota::InputError;
 
@@ -116,6 +117,22 @@ impl From<EngineError> for ApiError {
             }
             other => {
                 tracing::error!(error = %ErrorChain(&other), "internal error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(err: AuditError) -> Self {
+        match err {
+            e if e.is_client_error() => ApiError::BadRequest(e.to_string()),
+            AuditError::Unavailable(reason) => {
+                tracing::warn!(%reason, "audit query on a node without an audit log");
+                ApiError::AuditUnavailable
+            }
+            other => {
+                tracing::error!(error = %ErrorChain(&other), "audit query failed");
                 ApiError::Internal
             }
         }

@@ -120,7 +120,8 @@ pub async fn key_audit(state: &AppState, req: Request<Incoming>, id: &str) -> Ha
     state.admin.require(req.headers())?;
     let id = key_id(id)?;
     let reader = state.audit.as_ref().ok_or(ApiError::AuditUnavailable)?;
-    let page = reader.query(&id, req.uri().query().unwrap_or("")).await?;
+    let query = decode::audit_query(id, req.uri().query())?;
+    let page = reader.query(query).await?;
     Ok(json_response(StatusCode::OK, &page))
 }
 

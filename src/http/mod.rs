@@ -14,8 +14,6 @@ mod headers;
 mod routes;
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,28 +29,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditReader;
 use crate::engine::Engine;
-use crate::quota::KeyId;
 
 pub use auth::AdminToken;
 pub use error::ApiError;
 
 /// Every response quotad sends.
 pub type Response = hyper::Response<Full<Bytes>>;
-
-/// What an audit query returns: the JSON body, or an error response.
-pub type AuditResult = Result<serde_json::Value, ApiError>;
-
-/// Answers `GET /v1/keys/{key_id}/audit`; implemented by the audit pipeline.
-pub trait AuditReader: Send + Sync {
-    /// One page of `key_id`'s records; `query` is the raw query string (`from`, `to`,
-    /// `limit`, `cursor`), already past the admin check.
-    fn query<'a>(
-        &'a self,
-        key_id: &'a KeyId,
-        query: &'a str,
-    ) -> Pin<Box<dyn Future<Output = AuditResult> + Send + 'a>>;
-}
 
 /// What every handler shares.
 pub struct AppState {
@@ -66,9 +50,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Set once the engine has loaded its scripts and checked `quotad:meta`.
     started: AtomicBool,
-    /// `None` answers audit queries with 503 `audit_unavailable`.
-    // audit: wired by the audit pipeline
-    pub audit: Option<Arc<dyn AuditReader>>,
+    /// Reads the audit log; `None` (no writer on this node) answers 503 `audit_unavailable`.
+    pub audit: Option<AuditReader>,
 }
 
 impl AppState {
