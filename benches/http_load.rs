@@ -33,6 +33,7 @@ struct Opts {
     hot: f64,
     replay: f64,
     pool: u32,
+    writer: bool,
 }
 
 fn opts() -> Opts {
@@ -53,6 +54,7 @@ fn opts() -> Opts {
         hot: get("hot", 0.2),
         replay: get("replay", 0.1),
         pool: get("pool", 32.0) as u32,
+        writer: get("writer", 1.0) != 0.0,
     }
 }
 
@@ -319,6 +321,26 @@ fn main() {
             system_clock(),
         );
         engine.start().await.expect("engine starts");
+        // The audit writer runs as in `quotad serve`, so the bench shows whether it
+        // keeps up with the admission rate (backlog printed after the HTTP phase).
+        let audit_dir = tempfile::tempdir().expect("audit dir");
+        let audit_token = CancellationToken::new();
+        let writer = if opts.writer {
+            let config = quotad::config::AuditConfig {
+                db_path: audit_dir.path().join("audit.db"),
+                ..Default::default()
+            };
+            let writer = quotad::audit::spawn_writer(
+                engine.store(),
+                64,
+                Catalogue::default(),
+                &config,
+                audit_token.clone(),
+            );
+            Some(writer.await.expect("audit writer"))
+        } else {
+            None
+        };
         let mut keys = Vec::with_capacity(opts.keys);
         for _ in 0..opts.keys {
             let new = NewKey {
@@ -355,14 +377,40 @@ fn main() {
         })
         .await;
         let client = redis::Client::open(redis.url()).expect("client");
+        let backlog_after_http = audit_backlog(&client);
         let raw = phase("evalsha", opts, |w, stop, count| {
             raw_worker(client.clone(), keys.clone(), opts, w, stop, count)
         })
         .await;
         shutdown.cancel();
         let _ = server.await;
+        audit_token.cancel();
+        if let Some(writer) = writer {
+            writer.join().await.expect("audit writer stops cleanly");
+            let db = rusqlite::Connection::open(audit_dir.path().join("audit.db")).expect("db");
+            let rows: i64 = db
+                .query_row("SELECT COUNT(*) FROM audit_records", [], |r| r.get(0))
+                .expect("count");
+            println!(
+                "audit writer on: backlog right after the HTTP phase {backlog_after_http} entries; \
+                 {rows} rows persisted by the end"
+            );
+        }
         http.report("HTTP POST /v1/consume");
         raw.report("raw EVALSHA consume.lua");
         println!("ratio HTTP / raw EVALSHA: {:.2}", http.rate() / raw.rate());
     });
+}
+
+/// Entries waiting in all 64 shard streams.
+fn audit_backlog(client: &redis::Client) -> u64 {
+    let mut conn = client.get_connection().expect("connection");
+    (0..64)
+        .map(|shard| {
+            redis::cmd("XLEN")
+                .arg(format!("quotad:{{q{shard:03}}}:audit"))
+                .query::<u64>(&mut conn)
+                .unwrap_or(0)
+        })
+        .sum()
 }
