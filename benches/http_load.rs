@@ -53,7 +53,7 @@ fn opts() -> Opts {
         keys: get("keys", 1000.0) as usize,
         hot: get("hot", 0.2),
         replay: get("replay", 0.1),
-        pool: get("pool", 32.0) as u32,
+        pool: get("pool", 8.0) as u32,
         writer: get("writer", 1.0) != 0.0,
     }
 }

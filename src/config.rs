@@ -137,7 +137,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_timeout_ms: 250,
-            redis_pool_size: 32,
+            redis_pool_size: 8,
             shards: 64,
             admin_token: None,
             idempotency_ttl_secs: 86_400,

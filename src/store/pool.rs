@@ -1,5 +1,7 @@
 //! The request-path connection pool and the `Store` handle built on it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -7,10 +9,12 @@ use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInv
 
 use super::{is_unavailable, keys, Scripts, StoreError};
 
-/// A pooled connection that remembers whether it failed, so bb8 discards it.
+/// A pooled connection that remembers whether it failed, so bb8 discards it. Clones
+/// share the connection (it is multiplexed) and the flag.
+#[derive(Clone)]
 pub struct PooledConn {
     conn: MultiplexedConnection,
-    broken: bool,
+    broken: Arc<AtomicBool>,
 }
 
 /// bb8 manager: multiplexed connections with the request-path timeouts.
@@ -43,7 +47,7 @@ impl bb8::ManageConnection for RedisManager {
             .await?;
         Ok(PooledConn {
             conn,
-            broken: false,
+            broken: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -52,7 +56,7 @@ impl bb8::ManageConnection for RedisManager {
     }
 
     fn has_broken(&self, conn: &mut PooledConn) -> bool {
-        conn.broken
+        conn.broken.load(Ordering::Relaxed)
     }
 }
 
@@ -70,7 +74,7 @@ pub struct Store {
 impl std::fmt::Debug for PooledConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledConn")
-            .field("broken", &self.broken)
+            .field("broken", &self.broken.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -87,6 +91,7 @@ impl Store {
         // dropped through `has_broken` instead.
         let pool = bb8::Pool::builder()
             .max_size(pool_size.max(1))
+            .min_idle(Some(pool_size.max(1)))
             .test_on_check_out(false)
             .connection_timeout(timeout)
             .build_unchecked(manager);
@@ -189,11 +194,20 @@ impl Store {
             .await
     }
 
-    async fn checkout(&self) -> Result<bb8::PooledConnection<'_, RedisManager>, StoreError> {
-        self.pool.get().await.map_err(|e| match e {
-            bb8::RunError::User(e) => StoreError::from(e),
-            bb8::RunError::TimedOut => StoreError::Timeout(self.timeout),
-        })
+    /// A clone of the next pooled connection; the pool slot is released at once, so
+    /// concurrent calls pipeline on the multiplexed connections instead of queueing for
+    /// exclusive ones. A connection that fails is flagged and dropped on its next return.
+    async fn checkout(&self) -> Result<PooledConn, StoreError> {
+        loop {
+            let pooled = self.pool.get().await.map_err(|e| match e {
+                bb8::RunError::User(e) => StoreError::from(e),
+                bb8::RunError::TimedOut => StoreError::Timeout(self.timeout),
+            })?;
+            // A flagged connection is dropped as its guard goes back; take the next one.
+            if !pooled.broken.load(Ordering::Relaxed) {
+                return Ok(pooled.clone());
+            }
+        }
     }
 
     /// Bounds a whole call (checkout, connect, response) by the request-path timeout,
@@ -216,7 +230,9 @@ impl PooledConn {
     /// Marks the connection broken on connection-level errors, so the pool replaces it.
     fn settle<T>(&mut self, result: Result<T, RedisError>) -> Result<T, StoreError> {
         if let Err(e) = &result {
-            self.broken = is_unavailable(e);
+            if is_unavailable(e) {
+                self.broken.store(true, Ordering::Relaxed);
+            }
         }
         Ok(result?)
     }
