@@ -97,7 +97,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let redis = Redis::start();
-    let store = Store::new(&redis.url(), Duration::from_millis(250), 64).expect("store");
+    let store = Store::new(&redis.url(), Duration::from_millis(250), 8).expect("store");
     let engine = Engine::new(
         store.clone(),
         Catalogue::default(),

@@ -372,11 +372,29 @@ fn main() {
             Duration::from_secs(5),
         ));
 
+        // Samples the audit backlog every 100 ms while the HTTP phase runs.
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (client, sampling) = (
+                redis::Client::open(redis.url()).expect("client"),
+                sampling.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut max = 0;
+                while sampling.load(Ordering::Relaxed) {
+                    max = max.max(audit_backlog(&client));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                max
+            })
+        };
         let http = phase("http", opts, |w, stop, count| {
             http_worker(addr, keys.clone(), opts, w, stop, count)
         })
         .await;
         let client = redis::Client::open(redis.url()).expect("client");
+        sampling.store(false, Ordering::Relaxed);
+        let backlog_max = sampler.join().expect("sampler");
         let backlog_after_http = audit_backlog(&client);
         let raw = phase("evalsha", opts, |w, stop, count| {
             raw_worker(client.clone(), keys.clone(), opts, w, stop, count)
@@ -392,7 +410,8 @@ fn main() {
                 .query_row("SELECT COUNT(*) FROM audit_records", [], |r| r.get(0))
                 .expect("count");
             println!(
-                "audit writer on: backlog right after the HTTP phase {backlog_after_http} entries; \
+                "audit writer on: backlog during the HTTP phase at most {backlog_max} entries, \
+                 {backlog_after_http} right after it; \
                  {rows} rows persisted by the end"
             );
         }
