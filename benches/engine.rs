@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quotad::engine::{system_clock, Engine, EngineSettings, NewKey};
-use quotad::quota::{format_instant, ApiKey, Catalogue, ConsumeRequest, Period};
-use quotad::store::{keys, Store};
+use quotad::quota::{ApiKey, Catalogue, ConsumeRequest};
+use quotad::store::Store;
 
 struct Redis {
     child: Child,
@@ -139,10 +139,10 @@ async fn main() {
             }
         })
         .await;
-        let (s, k) = (store.clone(), api_keys.clone());
+        let (e, k, r) = (engine.clone(), api_keys.clone(), request.clone());
         let raw_rate = measure(tasks, secs, move |t, _| {
-            let (s, key) = (s.clone(), k[t].clone());
-            async move { raw_consume(&s, &key).await }
+            let (e, key, r) = (e.clone(), k[t].clone(), r.clone());
+            async move { raw_consume(&e, &key, &r).await }
         })
         .await;
         println!(
@@ -152,36 +152,8 @@ async fn main() {
     }
 }
 
-/// The same script with the same arguments the engine sends, built by hand.
-async fn raw_consume(store: &Store, key: &ApiKey) {
-    thread_local! {
-        static SCRIPT: redis::Script = redis::Script::new(include_str!("../lua/consume.lua"));
-    }
-    let script = SCRIPT.with(|s| s.clone());
-    let now = chrono::Utc::now();
-    let id = key.id();
-    let shard = id.shard(64);
-    let period = Period::containing(now);
-    let reset_ms = period.reset_at().timestamp_millis();
-    let mut inv = script.prepare_invoke();
-    inv.key(keys::record(shard, &id))
-        .key(keys::usage(shard, &id, period))
-        .key(keys::idempotency(shard, &id, ""))
-        .key(keys::audit_stream(shard))
-        .arg(id.as_str())
-        .arg(1)
-        .arg(now.timestamp_millis())
-        .arg(reset_ms - now.timestamp_millis() + 35 * 86_400_000)
-        .arg(reset_ms)
-        .arg("")
-        .arg("fp")
-        .arg(86_400_000)
-        .arg(1_000_000)
-        .arg("reject")
-        .arg("0")
-        .arg(format_instant(now))
-        .arg("/bench")
-        .arg("{}")
-        .arg(Catalogue::default().script_args());
-    let _: redis::Value = store.invoke(&inv).await.expect("raw EVALSHA");
+/// The engine's own consume EVALSHA through the same pool, without the engine around it.
+async fn raw_consume(engine: &Engine, key: &ApiKey, request: &ConsumeRequest) {
+    let inv = engine.consume_invocation(&key.id(), request, chrono::Utc::now());
+    let _: redis::Value = engine.store().invoke(&inv).await.expect("raw EVALSHA");
 }

@@ -18,8 +18,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use quotad::engine::{system_clock, Engine, EngineSettings, NewKey};
 use quotad::http::{AdminToken, AppState};
-use quotad::quota::{format_instant, ApiKey, Catalogue, ConsumeRequest, Period};
-use quotad::store::{keys, Store};
+use quotad::quota::{ApiKey, Catalogue, ConsumeRequest};
+use quotad::store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -243,10 +243,11 @@ async fn http_worker(
     (hist, errors)
 }
 
-/// One raw worker: the consume script with EVALSHA on its own connection, arguments
-/// built as the engine builds them.
+/// One raw worker: the engine's own consume EVALSHA (same keys and arguments), sent
+/// on a connection of its own, without the engine around it.
 async fn raw_worker(
     client: redis::Client,
+    engine: Engine,
     keys: Arc<Vec<ApiKey>>,
     opts: Opts,
     worker: usize,
@@ -257,9 +258,6 @@ async fn raw_worker(
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let script = redis::Script::new(include_str!("../lua/consume.lua"));
-    let catalogue = Catalogue::default().script_args();
-    let settings = EngineSettings::default();
     let mut picker = Picker {
         worker: worker + 1_000_000,
         sent: 0,
@@ -270,34 +268,10 @@ async fn raw_worker(
     let mut rng = StdRng::seed_from_u64(worker as u64);
     while !stop.load(Ordering::Relaxed) {
         let (key, idem) = picker.next(&mut rng);
-        let id = keys[key].id();
-        let shard = id.shard(settings.shards);
-        let now = chrono::Utc::now();
-        let period = Period::containing(now);
-        let (now_ms, reset_ms) = (now.timestamp_millis(), period.reset_at().timestamp_millis());
-        let req = ConsumeRequest::new(1, "/bench".into(), Some(idem.clone()), Default::default())
-            .expect("valid");
+        let req =
+            ConsumeRequest::new(1, "/bench".into(), Some(idem), Default::default()).expect("valid");
         let t = Instant::now();
-        let mut inv = script.prepare_invoke();
-        inv.key(keys::record(shard, &id))
-            .key(keys::usage(shard, &id, period))
-            .key(keys::idempotency(shard, &id, &idem))
-            .key(keys::audit_stream(shard))
-            .arg(id.as_str())
-            .arg(1)
-            .arg(now_ms)
-            .arg(reset_ms - now_ms + 35 * 86_400_000)
-            .arg(reset_ms)
-            .arg(&idem)
-            .arg(req.fingerprint())
-            .arg(settings.idempotency_ttl.as_millis() as u64)
-            .arg(settings.max_backlog)
-            .arg("reject")
-            .arg("0")
-            .arg(format_instant(now))
-            .arg("/bench")
-            .arg(req.extras.to_json())
-            .arg(catalogue.as_slice());
+        let inv = engine.consume_invocation(&keys[key].id(), &req, chrono::Utc::now());
         let reply: Result<redis::Value, _> = inv.invoke_async(&mut conn).await;
         hist.saturating_record(t.elapsed().as_micros() as u64);
         errors += u64::from(reply.is_err());
@@ -363,7 +337,13 @@ fn main() {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = AppState::new(engine, AdminToken::generate().0, 65_536, handle, true);
+        let state = AppState::new(
+            engine.clone(),
+            AdminToken::generate().0,
+            65_536,
+            handle,
+            true,
+        );
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(quotad::http::run(
             listener,
@@ -397,7 +377,15 @@ fn main() {
         let backlog_max = sampler.join().expect("sampler");
         let backlog_after_http = audit_backlog(&client);
         let raw = phase("evalsha", opts, |w, stop, count| {
-            raw_worker(client.clone(), keys.clone(), opts, w, stop, count)
+            raw_worker(
+                client.clone(),
+                engine.clone(),
+                keys.clone(),
+                opts,
+                w,
+                stop,
+                count,
+            )
         })
         .await;
         shutdown.cancel();

@@ -12,6 +12,7 @@ use crate::quota::{
     Period,
 };
 use crate::store::{from_reply, keys, Scripts, Store, StoreError};
+use redis::ScriptInvocation;
 
 /// Where the engine gets the current time; injectable so tests can cross month ends.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -270,37 +271,7 @@ impl Engine {
         let now = self.now();
         let id = key.id();
         let shard = id.shard(self.settings.shards);
-        let period = Period::containing(now);
-        let now_ms = now.timestamp_millis();
-        let reset_ms = period.reset_at().timestamp_millis();
-        let idem = req.idempotency_key.as_deref().unwrap_or("");
-        let mut inv = self.scripts.consume.prepare_invoke();
-        inv.key(keys::record(shard, &id))
-            .key(keys::usage(shard, &id, period))
-            .key(keys::idempotency(shard, &id, idem))
-            .key(keys::audit_stream(shard))
-            .arg(id.as_str())
-            .arg(req.cost)
-            .arg(now_ms)
-            .arg(reset_ms - now_ms + COUNTER_GRACE_MS)
-            .arg(reset_ms)
-            .arg(idem)
-            .arg(req.fingerprint())
-            .arg(self.settings.idempotency_ttl.as_millis() as u64)
-            .arg(self.settings.max_backlog)
-            .arg(match self.settings.on_backlog {
-                BacklogPolicy::Reject => "reject",
-                BacklogPolicy::Trim => "trim",
-            })
-            .arg(if self.settings.include_denied {
-                "1"
-            } else {
-                "0"
-            })
-            .arg(format_instant(now))
-            .arg(&req.endpoint)
-            .arg(req.extras.to_json())
-            .arg(self.catalogue_args.as_slice());
+        let inv = self.consume_invocation(&id, req, now);
         let reply: redis::Value = self.store.invoke(&inv).await?;
         let (status, tier, limit, used, entry_id, reset_ms, trimmed): (
             String,
@@ -338,6 +309,49 @@ impl Engine {
             "backlog_full" => Err(EngineError::BacklogFull(shard.0)),
             other => Err(StoreError::Reply(format!("consume.lua status {other:?}")).into()),
         }
+    }
+
+    /// The exact EVALSHA one consume sends (keys and arguments of `lua/consume.lua`);
+    /// public so benches can measure the raw script against the whole engine.
+    pub fn consume_invocation(
+        &self,
+        id: &KeyId,
+        req: &ConsumeRequest,
+        now: DateTime<Utc>,
+    ) -> ScriptInvocation<'_> {
+        let shard = id.shard(self.settings.shards);
+        let period = Period::containing(now);
+        let now_ms = now.timestamp_millis();
+        let reset_ms = period.reset_at().timestamp_millis();
+        let idem = req.idempotency_key.as_deref().unwrap_or("");
+        let mut inv = self.scripts.consume.prepare_invoke();
+        inv.key(keys::record(shard, id))
+            .key(keys::usage(shard, id, period))
+            .key(keys::idempotency(shard, id, idem))
+            .key(keys::audit_stream(shard))
+            .arg(id.as_str())
+            .arg(req.cost)
+            .arg(now_ms)
+            .arg(reset_ms - now_ms + COUNTER_GRACE_MS)
+            .arg(reset_ms)
+            .arg(idem)
+            .arg(req.fingerprint())
+            .arg(self.settings.idempotency_ttl.as_millis() as u64)
+            .arg(self.settings.max_backlog)
+            .arg(match self.settings.on_backlog {
+                BacklogPolicy::Reject => "reject",
+                BacklogPolicy::Trim => "trim",
+            })
+            .arg(if self.settings.include_denied {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(format_instant(now))
+            .arg(&req.endpoint)
+            .arg(req.extras.to_json())
+            .arg(self.catalogue_args.as_slice());
+        inv
     }
 
     fn unknown_tier(&self, id: &KeyId, tier: String) -> EngineError {
