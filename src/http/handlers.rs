@@ -66,8 +66,9 @@ pub async fn authorize(state: &AppState, req: Request<Incoming>, suffix: String)
 
 /// `POST /v1/keys`: get-or-create; 201 with the key once, 200 without it when it existed.
 pub async fn create_key(state: &AppState, req: Request<Incoming>) -> Handled {
-    let engine = state.engine()?;
+    // The token first: an unauthenticated caller learns nothing, not even readiness.
     state.admin.require(req.headers())?;
+    let engine = state.engine()?;
     let (parts, body) = req.into_parts();
     let body = read_json(state, &parts.headers, body).await?;
     let new = decode::new_key(&body, engine.catalogue())?;
@@ -85,16 +86,16 @@ pub async fn create_key(state: &AppState, req: Request<Incoming>) -> Handled {
 
 /// `GET /v1/keys/{key_id}`: the record plus current-period usage.
 pub async fn get_key(state: &AppState, req: Request<Incoming>, id: &str) -> Handled {
-    let engine = state.engine()?;
     state.admin.require(req.headers())?;
+    let engine = state.engine()?;
     let view = engine.key(&key_id(id)?).await?;
     Ok(json_response(StatusCode::OK, &view))
 }
 
 /// `PATCH /v1/keys/{key_id}`: changes an existing key; never creates one.
 pub async fn patch_key(state: &AppState, req: Request<Incoming>, id: &str) -> Handled {
-    let engine = state.engine()?;
     state.admin.require(req.headers())?;
+    let engine = state.engine()?;
     let id = key_id(id)?;
     let (parts, body) = req.into_parts();
     let body = read_json(state, &parts.headers, body).await?;
@@ -105,8 +106,8 @@ pub async fn patch_key(state: &AppState, req: Request<Incoming>, id: &str) -> Ha
 
 /// `DELETE /v1/keys/{key_id}`: deactivates; 204.
 pub async fn delete_key(state: &AppState, req: Request<Incoming>, id: &str) -> Handled {
-    let engine = state.engine()?;
     state.admin.require(req.headers())?;
+    let engine = state.engine()?;
     let update = KeyUpdate {
         active: Some(false),
         ..KeyUpdate::default()
