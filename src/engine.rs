@@ -186,14 +186,15 @@ impl Engine {
         }
     }
 
-    /// Loads the scripts and checks `quotad:meta`: a different shard count refuses to
-    /// start; a different catalogue is logged, counted and reported.
+    /// Checks `quotad:meta` and the script cache in one round trip, loading scripts
+    /// that are missing (so a syntax error stops the boot): a different shard count is
+    /// refused; a different catalogue is logged, counted and reported. Run at start and
+    /// by every readiness check, so a Redis that lost its data gets its meta back.
     pub async fn start(&self) -> Result<MetaStatus, EngineError> {
-        self.store.load_scripts(&self.scripts).await?;
         let fingerprint = self.catalogue.fingerprint();
-        let (recorded, recorded_fp) = self
+        let (recorded, recorded_fp, cached) = self
             .store
-            .claim_meta(self.settings.shards, &fingerprint)
+            .claim_meta(self.settings.shards, &fingerprint, &self.scripts)
             .await?;
         if recorded != self.settings.shards {
             return Err(EngineError::ShardMismatch {
@@ -201,17 +202,14 @@ impl Engine {
                 recorded,
             });
         }
-        Ok(self.note_catalogue(Some(recorded_fp)))
+        if !cached.iter().all(|&loaded| loaded) {
+            self.store.load_scripts(&self.scripts).await?;
+        }
+        Ok(self.note_catalogue(&recorded_fp))
     }
 
-    /// Re-reads the recorded catalogue fingerprint (for readiness checks).
-    pub async fn check_catalogue(&self) -> Result<MetaStatus, EngineError> {
-        let recorded = self.store.recorded_catalogue().await?;
-        Ok(self.note_catalogue(recorded))
-    }
-
-    fn note_catalogue(&self, recorded: Option<String>) -> MetaStatus {
-        let mismatch = recorded.is_some_and(|fp| fp != self.catalogue.fingerprint());
+    fn note_catalogue(&self, recorded: &str) -> MetaStatus {
+        let mismatch = recorded != self.catalogue.fingerprint();
         if mismatch {
             tracing::error!(
                 "this node's tier catalogue differs from the one recorded in redis; every node must run the same [tiers]"

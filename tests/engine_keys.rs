@@ -289,7 +289,7 @@ async fn a_different_shard_count_refuses_to_start() {
 async fn a_different_catalogue_is_reported_as_a_mismatch() {
     let redis = TestRedis::start();
     let first = engine(&redis).await;
-    assert!(!first.check_catalogue().await.unwrap().catalogue_mismatch);
+    assert!(!first.start().await.unwrap().catalogue_mismatch);
     let tiers = [(
         "free".to_owned(),
         Tier {
@@ -324,4 +324,46 @@ async fn the_admin_view_shows_usage_of_the_current_period() {
     assert_eq!(view["reset_at"], "2026-12-01T00:00:00Z");
     assert_eq!(view["created_at"], "2026-11-27T19:41:14.123Z");
     assert_eq!(view["monthly_limit"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn meta_lost_with_redis_data_is_recorded_again_by_the_next_readiness_check() {
+    let redis = TestRedis::start();
+    let first = engine(&redis).await;
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn()).unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(!first.start().await.unwrap().catalogue_mismatch);
+    let meta: std::collections::HashMap<String, String> =
+        redis.conn().hgetall("quotad:meta").unwrap();
+    assert_eq!(meta["shards"], "64");
+    assert_eq!(meta["catalogue"], Catalogue::default().fingerprint());
+    let cached: Vec<bool> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(redis::Script::new(include_str!("../lua/update_key.lua")).get_hash())
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(
+        cached,
+        vec![true],
+        "the readiness check reloads missing scripts"
+    );
+
+    let tiers = [(
+        "free".to_owned(),
+        Tier {
+            monthly_limit: Some(5),
+            retention_days: 7,
+        },
+    )];
+    let store = Store::new(&redis.url(), Duration::from_millis(250), 4).unwrap();
+    let other = Engine::new(
+        store,
+        Catalogue::new(tiers.into_iter().collect()),
+        EngineSettings::default(),
+        quotad::engine::system_clock(),
+    );
+    assert!(other.start().await.unwrap().catalogue_mismatch);
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::extract::{self, JsonObject};
 use super::headers::{decision_response, Answer};
 use super::{decode, empty_response, json_response, ApiError, AppState, Response};
-use crate::engine::KeyUpdate;
+use crate::engine::{EngineError, KeyUpdate};
 use crate::quota::KeyId;
 
 /// The result every handler returns; errors become responses in `ApiError`.
@@ -135,7 +135,15 @@ pub fn healthz() -> Handled {
 pub async fn readyz(state: &AppState) -> Handled {
     // Not started yet means scripts not loaded: 503 like an unreachable Redis.
     let engine = state.engine()?;
-    let meta = engine.check_catalogue().await?;
+    let meta = match engine.start().await {
+        Ok(meta) => meta,
+        Err(EngineError::Store(e)) => return Err(EngineError::Store(e).into()),
+        Err(e) => {
+            // A shard count or script refused by Redis: this node must not serve.
+            tracing::error!(error = %e, "not ready");
+            return Err(ApiError::BackendUnavailable);
+        }
+    };
     let body = json!({"status": "ready", "catalogue_mismatch": meta.catalogue_mismatch});
     Ok(json_response(StatusCode::OK, &body))
 }

@@ -172,12 +172,15 @@ impl Store {
     }
 
     /// Records this node's shard count and catalogue fingerprint in `quotad:meta` where
-    /// none are recorded yet, and returns what is recorded (which may be another node's).
+    /// none are recorded yet (also after Redis lost its data), and returns, in the same
+    /// round trip, what is recorded (which may be another node's) and whether each
+    /// script is in Redis's script cache.
     pub async fn claim_meta(
         &self,
         shards: u32,
         fingerprint: &str,
-    ) -> Result<(u32, String), StoreError> {
+        scripts: &Scripts,
+    ) -> Result<(u32, String, Vec<bool>), StoreError> {
         let mut pipe = redis::pipe();
         pipe.hset_nx(keys::META, "shards", shards)
             .ignore()
@@ -185,13 +188,11 @@ impl Store {
             .ignore()
             .hget(keys::META, "shards")
             .hget(keys::META, "catalogue");
+        let exists = pipe.cmd("SCRIPT").arg("EXISTS");
+        for script in scripts.all() {
+            exists.arg(script.get_hash());
+        }
         self.query_pipe(&pipe).await
-    }
-
-    /// The catalogue fingerprint recorded in `quotad:meta`, if any.
-    pub async fn recorded_catalogue(&self) -> Result<Option<String>, StoreError> {
-        self.query(redis::cmd("HGET").arg(keys::META).arg("catalogue"))
-            .await
     }
 
     /// A clone of the next pooled connection; the pool slot is released at once, so
