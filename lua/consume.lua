@@ -67,18 +67,20 @@ local used = tonumber(redis.call('GET', KEYS[2]) or '0')
 local max_backlog = tonumber(ARGV[9])
 
 if limit >= 0 and used + cost > limit then
-  if ARGV[11] == '1' and redis.call('XLEN', KEYS[4]) < max_backlog then
+  if ARGV[11] == '1' and redis.call('XLEN', KEYS[4]) <= max_backlog then
     record('denied', tier, cost, used)
   end
   return reply('denied', tier, limit, used, '', ARGV[5], 0)
 end
 
+-- "More than max_backlog entries" stops admissions (or, in trim mode, drops the
+-- oldest down to max_backlog before this one is added).
 local trimmed = 0
-if redis.call('XLEN', KEYS[4]) >= max_backlog then
+if redis.call('XLEN', KEYS[4]) > max_backlog then
   if ARGV[10] ~= 'trim' then
     return reply('backlog_full', tier, limit, used, '', ARGV[5], 0)
   end
-  trimmed = redis.call('XTRIM', KEYS[4], 'MAXLEN', max_backlog - 1)
+  trimmed = redis.call('XTRIM', KEYS[4], 'MAXLEN', max_backlog)
 end
 
 local entry_id = record('allowed', tier, cost, used + cost)

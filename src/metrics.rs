@@ -58,4 +58,14 @@ pub fn describe() {
         "1 when this node's tier catalogue differs from Redis"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
+    // Unlabelled series exist from the start, so `rate()` and absence alerts work
+    // before the first event.
+    for counter in [
+        AUDIT_PERSISTED,
+        AUDIT_TRIMMED_UNPERSISTED,
+        AUDIT_RETENTION_DELETED,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    metrics::gauge!(TIER_CATALOGUE_MISMATCH).set(0.0);
 }

@@ -81,19 +81,20 @@ async fn reject_mode_fails_closed_past_max_backlog_until_the_writer_drains() {
     let db = s::db_path(&dir);
     let key = new_key(&engine, "pro").await;
     let req = ConsumeRequest::simple(1, "/r").unwrap();
-    for _ in 0..5 {
+    // Admissions stop once the stream holds more than max_backlog entries.
+    for _ in 0..6 {
         engine.consume(&key, &req).await.unwrap();
     }
     let err = engine.consume(&key, &req).await.unwrap_err();
     assert!(matches!(err, EngineError::BacklogFull(0)), "{err}");
     // Nothing was charged for the refused request.
-    assert_eq!(engine.key(&key.id()).await.unwrap().used, 5);
+    assert_eq!(engine.key(&key.id()).await.unwrap().used, 6);
 
     let running = s::start(&engine, s::options(&engine, &db, "node-a")).await;
     s::wait_drained(&redis, 1).await;
     let d = engine.consume(&key, &req).await.unwrap();
-    assert_eq!(d.used, 6);
+    assert_eq!(d.used, 7);
     s::wait_drained(&redis, 1).await;
     running.stop().await;
-    assert_eq!(s::count(&db), 6);
+    assert_eq!(s::count(&db), 7);
 }

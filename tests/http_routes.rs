@@ -312,7 +312,7 @@ async fn every_route_answers_its_spec_status_and_bad_input_changes_nothing() {
 #[tokio::test]
 async fn engine_refusals_map_to_500_unknown_tier_and_503_audit_backlog_full() {
     let redis = TestRedis::start();
-    // A node whose audit backlog holds one entry per shard.
+    // A node that stops admitting once a shard's stream holds more than one entry.
     let settings = EngineSettings {
         max_backlog: 1,
         ..EngineSettings::default()
@@ -324,6 +324,7 @@ async fn engine_refusals_map_to_500_unknown_tier_and_503_audit_backlog_full() {
     )
     .await;
     let key = new_key(&app.engine, "free").await;
+    assert_eq!(app.consume(&key, json!({})).await.status(), 200);
     assert_eq!(app.consume(&key, json!({})).await.status(), 200);
     let full = app.consume(&key, json!({})).await;
     assert_eq!(full.status(), 503);
