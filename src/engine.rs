@@ -399,6 +399,13 @@ impl Engine {
         self.usage_of(id).await
     }
 
+    /// Whether a key record exists (active or not).
+    pub async fn key_exists(&self, id: &KeyId) -> Result<bool, EngineError> {
+        let shard = id.shard(self.settings.shards);
+        let record = keys::record(shard, id);
+        Ok(self.store.query(redis::cmd("EXISTS").arg(record)).await?)
+    }
+
     /// Changes an existing key; never creates one.
     pub async fn update_key(
         &self,

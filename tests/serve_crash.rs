@@ -287,5 +287,8 @@ async fn sigkill_under_load_loses_no_audit_record_and_duplicates_none() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "bad_request", "{bad}");
     }
+    let unknown = format!("{}/v1/keys/{}/audit", node.base, "0".repeat(32));
+    let resp = http.get(unknown).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status(), 404, "an id no key ever had");
     node.kill();
 }

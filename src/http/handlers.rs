@@ -121,8 +121,14 @@ pub async fn key_audit(state: &AppState, req: Request<Incoming>, id: &str) -> Ha
     state.admin.require(req.headers())?;
     let id = key_id(id)?;
     let reader = state.audit.as_ref().ok_or(ApiError::AuditUnavailable)?;
-    let query = decode::audit_query(id, req.uri().query())?;
+    let query = decode::audit_query(id.clone(), req.uri().query())?;
+    let first_page = query.cursor.is_none();
     let page = reader.query(query).await?;
+    // An id no key ever had is 404; asked only when there is nothing to show, so audit
+    // queries of known keys do not depend on Redis.
+    if first_page && page.records.is_empty() && !state.engine()?.key_exists(&id).await? {
+        return Err(ApiError::NotFound);
+    }
     Ok(json_response(StatusCode::OK, &page))
 }
 
