@@ -39,7 +39,10 @@ async fn trim_mode_keeps_admitting_and_counts_what_it_trimmed() {
     let req = ConsumeRequest::simple(1, "/t").unwrap();
     for _ in 0..20 {
         assert!(engine.consume(&key, &req).await.unwrap().allowed);
-        assert!(s::backlog(&redis, 1) <= 6, "max_backlog + the admission itself");
+        assert!(
+            s::backlog(&redis, 1) <= 6,
+            "max_backlog + the admission itself"
+        );
     }
     let text = handle.render();
     assert_eq!(

@@ -255,6 +255,25 @@ async fn every_route_answers_its_spec_status_and_bad_input_changes_nothing() {
         .expect(400, Some("bad_request"))
         .naming("active"),
         case(
+            "key patch typo field",
+            M::PATCH,
+            &format!("/v1/keys/{free_id}"),
+        )
+        .bearer(&admin)
+        .body(r#"{"monthly_limt":5}"#)
+        .expect(400, Some("bad_request"))
+        .naming("monthly_limt"),
+        case("keys create unknown field", M::POST, "/v1/keys")
+            .bearer(&admin)
+            .body(r#"{"tier":"free","bogus":1}"#)
+            .expect(400, Some("bad_request"))
+            .naming("bogus"),
+        case("consume negative processing_ms", M::POST, "/v1/consume")
+            .bearer(free.expose())
+            .body(r#"{"processing_ms":-5}"#)
+            .expect(400, Some("bad_request"))
+            .naming("processing_ms"),
+        case(
             "key delete unknown",
             M::DELETE,
             &format!("/v1/keys/{unknown_id}"),
@@ -278,6 +297,7 @@ async fn every_route_answers_its_spec_status_and_bad_input_changes_nothing() {
         )
         .expect(401, Some("unauthorized")),
         case("healthz", M::GET, "/healthz"),
+        case("healthz head", M::HEAD, "/healthz"),
         case("readyz", M::GET, "/readyz"),
         case("metrics", M::GET, "/metrics"),
         case("metrics wrong method", M::POST, "/metrics").expect(405, Some("method_not_allowed")),

@@ -61,6 +61,7 @@ fn idempotency_key(body: &JsonObject, headers: &HeaderMap) -> Result<Option<Stri
 
 /// `POST /v1/keys`: `{"tier", "key"?, "name"?, "monthly_limit"?}`.
 pub fn new_key(body: &JsonObject, catalogue: &Catalogue) -> Result<NewKey, ApiError> {
+    body.only(&["tier", "key", "name", "monthly_limit"])?;
     let tier = body
         .optional::<String>("tier")?
         .ok_or_else(|| ApiError::BadRequest("field `tier` is required".into()))?;
@@ -90,6 +91,7 @@ pub fn new_key(body: &JsonObject, catalogue: &Catalogue) -> Result<NewKey, ApiEr
 
 /// `PATCH /v1/keys/{key_id}`: absent fields are kept; `monthly_limit: null` clears.
 pub fn key_update(body: &JsonObject, catalogue: &Catalogue) -> Result<KeyUpdate, ApiError> {
+    body.only(&["tier", "active", "monthly_limit"])?;
     let tier = body.optional::<String>("tier")?;
     if let Some(tier) = &tier {
         known_tier(tier, catalogue)?;

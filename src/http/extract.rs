@@ -33,7 +33,7 @@ pub async fn body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<B
 }
 
 /// A JSON object body, read field by field so that every error names its field.
-/// Unknown fields are ignored; an empty body is an empty object.
+/// An empty body is an empty object; [`JsonObject::only`] refuses unknown fields.
 #[derive(Debug, Default)]
 pub struct JsonObject(Map<String, Value>);
 
@@ -60,6 +60,17 @@ impl JsonObject {
             Some(value) => T::deserialize(value)
                 .map(Some)
                 .map_err(|e| ApiError::BadRequest(format!("field `{name}`: {e}"))),
+        }
+    }
+
+    /// Refuses fields outside `known` (admin bodies: a typo must not be a silent no-op).
+    pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(unknown) => Err(ApiError::BadRequest(format!(
+                "unknown field `{unknown}`; expected one of {}",
+                known.join(", ")
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -113,11 +124,29 @@ pub fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiErro
         ApiError::BadRequest("Idempotency-Key must be 1-255 characters in 0x21-0x7E".into())
     })?;
     let text = text.trim();
-    let unquoted = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    Ok(Some(unquoted.to_owned()))
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => sf_string(quoted).map(Some),
+        None => Ok(Some(text.to_owned())),
+    }
+}
+
+/// The content of an RFC 8941 sf-string: `\"` and `\\` are the only escapes, and a
+/// bare `"` cannot appear.
+fn sf_string(quoted: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::BadRequest("Idempotency-Key is not a valid RFC 8941 string".into());
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ ('"' | '\\')) => out.push(e),
+                _ => return Err(bad()),
+            },
+            '"' => return Err(bad()),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
 }
 
 /// The first value of query parameter `name`, percent-decoded.
@@ -189,6 +218,23 @@ mod tests {
         assert_eq!(idempotency_header(&h).unwrap().as_deref(), Some("abc"));
         let h = headers(&[("idempotency-key", "abc")]);
         assert_eq!(idempotency_header(&h).unwrap().as_deref(), Some("abc"));
+        let h = headers(&[("idempotency-key", r#""a\"b\\c""#)]);
+        assert_eq!(idempotency_header(&h).unwrap().as_deref(), Some(r#"a"b\c"#));
+        for bad in [r#""a\x""#, r#""a"b""#, r#""a\""#] {
+            let h = headers(&[("idempotency-key", bad)]);
+            assert!(idempotency_header(&h).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn admin_bodies_refuse_unknown_fields() {
+        let body = JsonObject::parse(br#"{"tier": "free", "monthly_limt": 5}"#).unwrap();
+        let err = body
+            .only(&["tier", "monthly_limit"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`monthly_limt`"), "{err}");
+        assert!(body.only(&["tier", "monthly_limt"]).is_ok());
     }
 
     #[test]

@@ -50,12 +50,12 @@ async fn route(state: &AppState, req: Request<Incoming>) -> (&'static str, Handl
             ("key_audit", handlers::key_audit(state, req, id).await)
         }
         (_, ["v1", "keys", _, "audit"]) => ("key_audit", Err(NotAllowed("GET"))),
-        (&Method::GET, ["metrics"]) => ("metrics", handlers::metrics(state)),
-        (_, ["metrics"]) => ("metrics", Err(NotAllowed("GET"))),
-        (&Method::GET, ["healthz"]) => ("healthz", handlers::healthz()),
-        (_, ["healthz"]) => ("healthz", Err(NotAllowed("GET"))),
-        (&Method::GET, ["readyz"]) => ("readyz", handlers::readyz(state).await),
-        (_, ["readyz"]) => ("readyz", Err(NotAllowed("GET"))),
+        (&Method::GET | &Method::HEAD, ["metrics"]) => ("metrics", handlers::metrics(state)),
+        (_, ["metrics"]) => ("metrics", Err(NotAllowed("GET, HEAD"))),
+        (&Method::GET | &Method::HEAD, ["healthz"]) => ("healthz", handlers::healthz()),
+        (_, ["healthz"]) => ("healthz", Err(NotAllowed("GET, HEAD"))),
+        (&Method::GET | &Method::HEAD, ["readyz"]) => ("readyz", handlers::readyz(state).await),
+        (_, ["readyz"]) => ("readyz", Err(NotAllowed("GET, HEAD"))),
         _ => ("not_found", Err(ApiError::NotFound)),
     }
 }

@@ -75,6 +75,12 @@ impl ConsumeRequest {
         if let Some(key) = &idempotency_key {
             validate_idempotency_key(key)?;
         }
+        if extras
+            .processing_ms
+            .is_some_and(|ms| !ms.is_finite() || ms < 0.0)
+        {
+            return Err(InputError("processing_ms must be a number >= 0".to_owned()));
+        }
         let extras_len = serde_json::to_vec(&(&extras.request, &extras.response, &extras.error))
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
@@ -185,6 +191,16 @@ mod tests {
         assert!(req("has space").is_err());
         assert!(req(&"a".repeat(256)).is_err());
         assert!(req(&"a".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn processing_ms_must_be_a_non_negative_number() {
+        let with = |ms: f64| AuditExtras {
+            processing_ms: Some(ms),
+            ..Default::default()
+        };
+        assert!(ConsumeRequest::new(1, "/".into(), None, with(-5.0)).is_err());
+        assert!(ConsumeRequest::new(1, "/".into(), None, with(12.5)).is_ok());
     }
 
     #[test]
