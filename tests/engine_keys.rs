@@ -290,20 +290,7 @@ async fn a_different_catalogue_is_reported_as_a_mismatch() {
     let redis = TestRedis::start();
     let first = engine(&redis).await;
     assert!(!first.start().await.unwrap().catalogue_mismatch);
-    let tiers = [(
-        "free".to_owned(),
-        Tier {
-            monthly_limit: Some(5),
-            retention_days: 7,
-        },
-    )];
-    let store = Store::new(&redis.url(), Duration::from_millis(250), 4).unwrap();
-    let other = Engine::new(
-        store,
-        Catalogue::new(tiers.into_iter().collect()),
-        EngineSettings::default(),
-        quotad::engine::system_clock(),
-    );
+    let other = other_catalogue_engine(&redis);
     assert!(other.start().await.unwrap().catalogue_mismatch);
 }
 
@@ -351,6 +338,12 @@ async fn meta_lost_with_redis_data_is_recorded_again_by_the_next_readiness_check
         "the readiness check reloads missing scripts"
     );
 
+    let other = other_catalogue_engine(&redis);
+    assert!(other.start().await.unwrap().catalogue_mismatch);
+}
+
+/// An engine whose catalogue differs from the default one (free limited to 5).
+fn other_catalogue_engine(redis: &TestRedis) -> Engine {
     let tiers = [(
         "free".to_owned(),
         Tier {
@@ -359,11 +352,10 @@ async fn meta_lost_with_redis_data_is_recorded_again_by_the_next_readiness_check
         },
     )];
     let store = Store::new(&redis.url(), Duration::from_millis(250), 4).unwrap();
-    let other = Engine::new(
+    Engine::new(
         store,
         Catalogue::new(tiers.into_iter().collect()),
         EngineSettings::default(),
         quotad::engine::system_clock(),
-    );
-    assert!(other.start().await.unwrap().catalogue_mismatch);
+    )
 }
