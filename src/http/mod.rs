@@ -1,9 +1,9 @@
 //! The HTTP API of SPEC §4: accept loop, routing, handlers, errors.
 //!
 //! A request goes `run` (accept, hyper-util auto: HTTP/1.1 keep-alive and h2c) →
-//! [`routes::dispatch`] (one `match (method, path)`, metrics) → a handler in
-//! [`handlers`] (decode with [`extract`] → engine → encode with [`headers`]) →
-//! an [`ApiError`] becomes its response in [`error`], and nowhere else.
+//! `routes::dispatch` (one `match (method, path)`, metrics) → a handler in
+//! `handlers` (decode with `extract` → engine → encode with `headers`) →
+//! an [`ApiError`] becomes its response in `error`, and nowhere else.
 
 mod auth;
 mod decode;

@@ -1,0 +1,165 @@
+//! Key administration: get-or-create, read with usage, change. No HTTP types here.
+
+use serde::Serialize;
+
+use super::{Engine, EngineError};
+use crate::quota::{format_instant, ApiKey, KeyId, KeyRecord, Period};
+use crate::store::{from_reply, keys, StoreError};
+
+/// A key to create.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The tier; must be in the catalogue.
+    pub tier: String,
+    /// A caller-supplied key, or `None` to generate one.
+    pub key: Option<ApiKey>,
+    /// An optional label.
+    pub name: Option<String>,
+    /// An optional per-key limit override.
+    pub monthly_limit: Option<u64>,
+}
+
+/// The result of get-or-create.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The stored record.
+    pub record: KeyRecord,
+    /// The plaintext key, only when this call created it (it is shown once).
+    pub key: Option<ApiKey>,
+}
+
+/// Changes to a key; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUpdate {
+    /// A new tier.
+    pub tier: Option<String>,
+    /// Activate or deactivate.
+    pub active: Option<bool>,
+    /// `Some(None)` clears the override, `Some(Some(n))` sets it.
+    pub monthly_limit: Option<Option<u64>>,
+}
+
+/// A key record with its current-period usage, as admins see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    /// The stored record.
+    #[serde(flatten)]
+    pub record: KeyRecord,
+    /// The current period, `YYYY-MM`.
+    pub period: String,
+    /// The effective limit; `None` = unlimited.
+    pub limit: Option<u64>,
+    /// Units used this period.
+    pub used: u64,
+    /// Units left; `None` = unlimited.
+    pub remaining: Option<u64>,
+    /// When the period resets.
+    pub reset_at: String,
+}
+
+impl Engine {
+    /// Get-or-create a key. A supplied key that exists is returned unchanged, without it.
+    pub async fn create_key(&self, new: NewKey) -> Result<Created, EngineError> {
+        self.tier_limit(&new.tier)?;
+        let key = new.key.unwrap_or_else(ApiKey::generate);
+        let id = key.id();
+        let shard = id.shard(self.settings.shards);
+        let mut inv = self.scripts.create_key.prepare_invoke();
+        inv.key(keys::record(shard, &id))
+            .arg(&new.tier)
+            .arg(format_instant(self.now()))
+            .arg(new.name.as_deref().unwrap_or(""))
+            .arg(new.monthly_limit.map(|l| l.to_string()).unwrap_or_default());
+        let (created, record) = self.record_reply(&id, self.store.invoke(&inv).await?)?;
+        let record =
+            record.ok_or_else(|| StoreError::Reply("create_key.lua: empty record".into()))?;
+        Ok(Created {
+            record,
+            key: created.then_some(key),
+        })
+    }
+
+    /// A key's record and current-period usage.
+    pub async fn key(&self, id: &KeyId) -> Result<KeyView, EngineError> {
+        self.usage_of(id).await
+    }
+
+    /// Whether a key record exists (active or not).
+    pub async fn key_exists(&self, id: &KeyId) -> Result<bool, EngineError> {
+        let shard = id.shard(self.settings.shards);
+        let record = keys::record(shard, id);
+        Ok(self.store.query(redis::cmd("EXISTS").arg(record)).await?)
+    }
+
+    /// Changes an existing key; never creates one.
+    pub async fn update_key(
+        &self,
+        id: &KeyId,
+        update: KeyUpdate,
+    ) -> Result<KeyRecord, EngineError> {
+        if let Some(tier) = &update.tier {
+            self.tier_limit(tier)?;
+        }
+        let shard = id.shard(self.settings.shards);
+        let (mode, limit) = match update.monthly_limit {
+            None => ("keep", String::new()),
+            Some(None) => ("clear", String::new()),
+            Some(Some(l)) => ("set", l.to_string()),
+        };
+        let mut inv = self.scripts.update_key.prepare_invoke();
+        inv.key(keys::record(shard, id))
+            .arg(update.tier.as_deref().unwrap_or(""))
+            .arg(match update.active {
+                None => "",
+                Some(true) => "1",
+                Some(false) => "0",
+            })
+            .arg(mode)
+            .arg(limit);
+        let (_, record) = self.record_reply(id, self.store.invoke(&inv).await?)?;
+        record.ok_or(EngineError::NotFound)
+    }
+
+    fn record_reply(
+        &self,
+        id: &KeyId,
+        reply: redis::Value,
+    ) -> Result<(bool, Option<KeyRecord>), EngineError> {
+        let items: Vec<redis::Value> = from_reply(reply, "key script reply")?;
+        let mut items = items.into_iter();
+        let flag: i64 = from_reply(items.next().unwrap_or(redis::Value::Nil), "key script flag")?;
+        let fields: Vec<String> = from_reply(redis::Value::Array(items.collect()), "key fields")?;
+        let pairs: Vec<(String, String)> = fields
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), p[1].clone()))
+            .collect();
+        Ok((flag == 1, KeyRecord::from_fields(id.as_str(), &pairs)))
+    }
+
+    pub(super) async fn usage_of(&self, id: &KeyId) -> Result<KeyView, EngineError> {
+        let now = self.now();
+        let shard = id.shard(self.settings.shards);
+        let period = Period::containing(now);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(keys::record(shard, id))
+            .get(keys::usage(shard, id, period));
+        let (fields, used): (Vec<(String, String)>, Option<u64>) =
+            self.store.query_pipe(&pipe).await?;
+        let record = KeyRecord::from_fields(id.as_str(), &fields).ok_or(EngineError::NotFound)?;
+        let limit = match record.monthly_limit {
+            Some(l) if self.catalogue.get(&record.tier).is_some() => Some(l),
+            _ => self
+                .tier_limit(&record.tier)
+                .map_err(|_| self.unknown_tier(id, record.tier.clone()))?,
+        };
+        let used = used.unwrap_or(0);
+        Ok(KeyView {
+            period: period.label(),
+            limit,
+            used,
+            remaining: limit.map(|l| l.saturating_sub(used)),
+            reset_at: period.reset_at_string(),
+            record,
+        })
+    }
+}
