@@ -73,14 +73,7 @@ async fn keys_admin_get_or_create_patch_and_delete() {
         assert_eq!(record["active"], active, "{body}");
         assert_eq!(record["name"], "acme", "{body}");
     }
-    let view: Value = app
-        .admin(Method::GET, &path)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = common::json_of(app.admin(Method::GET, &path)).await;
     for field in [
         "period",
         "limit",
@@ -105,14 +98,7 @@ async fn keys_admin_get_or_create_patch_and_delete() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    let view: Value = app
-        .admin(Method::GET, &path)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = common::json_of(app.admin(Method::GET, &path)).await;
     assert_eq!(view["active"], false);
 
     let unknown = "/v1/keys/ffffffffffffffffffffffffffffffff";
@@ -130,15 +116,7 @@ async fn keys_admin_get_or_create_patch_and_delete() {
 async fn readyz_reports_the_catalogue_and_h2c_is_served() {
     let redis = TestRedis::start();
     let app = TestApp::start(&redis).await;
-    let body: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = common::json_of(app.client.get(app.url("/readyz"))).await;
     assert_eq!(
         body,
         json!({"status": "ready", "catalogue_mismatch": false})

@@ -306,14 +306,7 @@ async fn every_route_answers_its_spec_status_and_bad_input_changes_nothing() {
         c.run(&app).await;
     }
     // Exactly the two allowed calls ("consume ok", "authorize ok") were counted.
-    let view: Value = app
-        .admin(Method::GET, &format!("/v1/keys/{free_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = common::json_of(app.admin(Method::GET, &format!("/v1/keys/{free_id}"))).await;
     assert_eq!(view["used"], 2, "{view}");
     assert_eq!(view["active"], true, "{view}");
     assert_eq!(view["tier"], "free", "{view}");
@@ -382,14 +375,6 @@ async fn engine_refusals_map_to_500_unknown_tier_and_503_audit_backlog_full() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 500);
-    let ready: Value = node
-        .client
-        .get(node.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = common::json_of(node.client.get(node.url("/readyz"))).await;
     assert_eq!(ready["catalogue_mismatch"], true);
 }

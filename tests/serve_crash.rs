@@ -143,16 +143,12 @@ async fn sigkill_under_load_loses_no_audit_record_and_duplicates_none() {
 
     let mut keys = Vec::new();
     for _ in 0..8 {
-        let created: Value = http
-            .post(format!("{}/v1/keys", node.base))
-            .bearer_auth(ADMIN)
-            .json(&json!({"tier": "enterprise"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created: Value = common::json_of(
+            http.post(format!("{}/v1/keys", node.base))
+                .bearer_auth(ADMIN)
+                .json(&json!({"tier": "enterprise"})),
+        )
+        .await;
         keys.push(created["key"].as_str().unwrap().to_owned());
     }
 
@@ -247,15 +243,7 @@ async fn sigkill_under_load_loses_no_audit_record_and_duplicates_none() {
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = http
-            .get(url)
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = common::json_of(http.get(url).bearer_auth(ADMIN)).await;
         for r in page["records"].as_array().unwrap() {
             assert_eq!(r["key_id"], key_id.as_str());
             seen.push(r["audit_id"].as_str().unwrap().to_owned());

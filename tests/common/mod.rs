@@ -377,3 +377,13 @@ fn value_text(value: &redis::Value) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Sends `req` and decodes the JSON body, whatever the status.
+pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send()
+        .await
+        .expect("response")
+        .json()
+        .await
+        .expect("JSON body")
+}
