@@ -3,61 +3,16 @@
 //!
 //! `cargo bench --bench engine` (QUOTAD_BENCH_SECS sets seconds per step, default 3).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quotad::engine::{system_clock, Engine, EngineSettings, NewKey};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use quotad::engine::{system_clock, Engine, EngineSettings};
 use quotad::quota::{ApiKey, Catalogue, ConsumeRequest};
 use quotad::store::Store;
-
-struct Redis {
-    child: Child,
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (apt-get install -y redis-server)");
-        let redis = Redis {
-            child,
-            _dir: dir,
-            socket,
-        };
-        let client = redis::Client::open(redis.url()).expect("url");
-        for _ in 0..500 {
-            if client.get_connection().is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket.display())
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `tasks` loops of `op` for `secs`, returning operations per second.
 async fn measure<F, Fut>(tasks: usize, secs: f64, op: F) -> f64
@@ -96,7 +51,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
-    let redis = Redis::start();
+    let redis = common::TestRedis::start();
     let store = Store::new(&redis.url(), Duration::from_millis(250), 8).expect("store");
     let engine = Engine::new(
         store.clone(),
@@ -107,20 +62,7 @@ async fn main() {
     engine.start().await.expect("engine starts");
     let mut api_keys = Vec::new();
     for _ in 0..64 {
-        let new = NewKey {
-            tier: "enterprise".into(),
-            key: None,
-            name: None,
-            monthly_limit: None,
-        };
-        api_keys.push(
-            engine
-                .create_key(new)
-                .await
-                .expect("key")
-                .key
-                .expect("generated"),
-        );
+        api_keys.push(common::new_key(&engine, "enterprise").await);
     }
     let api_keys = Arc::new(api_keys);
     let request = Arc::new(ConsumeRequest::simple(1, "/bench").expect("request"));

@@ -7,7 +7,6 @@
 //! `pool` is quotad's `redis_pool_size`, default 32 as in the config). Keys are on the
 //! unlimited `enterprise` tier so the load is admissions.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +15,11 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use quotad::engine::{system_clock, Engine, EngineSettings, NewKey};
+use quotad::engine::{system_clock, Engine, EngineSettings};
 use quotad::http::{AdminToken, AppState};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 use quotad::quota::{ApiKey, Catalogue, ConsumeRequest};
 use quotad::store::Store;
 use rand::rngs::StdRng;
@@ -55,51 +57,6 @@ fn opts() -> Opts {
         replay: get("replay", 0.1),
         pool: get("pool", 8.0) as u32,
         writer: get("writer", 1.0) != 0.0,
-    }
-}
-
-/// A redis-server in a temp dir on a unix socket, killed on drop.
-struct Redis {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("redis.sock");
-        let bin = std::env::var("QUOTAD_TEST_REDIS_SERVER").unwrap_or("redis-server".into());
-        let child = Command::new(&bin)
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {bin} ({e}): apt-get install -y redis-server")
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, dir }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "redis+unix://{}",
-            self.dir.path().join("redis.sock").display()
-        )
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -283,7 +240,7 @@ async fn raw_worker(
 fn main() {
     let opts = opts();
     println!("http_load: {opts:?}");
-    let redis = Redis::start();
+    let redis = common::TestRedis::start();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let handle = quotad::app::install_metrics().expect("recorder");
@@ -317,20 +274,7 @@ fn main() {
         };
         let mut keys = Vec::with_capacity(opts.keys);
         for _ in 0..opts.keys {
-            let new = NewKey {
-                tier: "enterprise".into(),
-                key: None,
-                name: None,
-                monthly_limit: None,
-            };
-            keys.push(
-                engine
-                    .create_key(new)
-                    .await
-                    .expect("key")
-                    .key
-                    .expect("generated"),
-            );
+            keys.push(common::new_key(&engine, "enterprise").await);
         }
         let keys = Arc::new(keys);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
