@@ -243,7 +243,8 @@ fn main() {
     let redis = common::TestRedis::start();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let handle = quotad::app::install_metrics().expect("recorder");
+        let handle =
+            quotad::app::install_metrics(&quotad::quota::Catalogue::default()).expect("recorder");
         let store = Store::new(&redis.url(), Duration::from_millis(250), opts.pool).expect("store");
         let engine = Engine::new(
             store,

@@ -15,18 +15,24 @@
 -- ARGV[11]: "1" to record denials  ARGV[12]: timestamp, RFC 3339
 -- ARGV[13]: endpoint               ARGV[14]: audit extras, JSON object
 -- ARGV[15..]: tier catalogue as name, limit pairs (limit -1 = unlimited)
--- returns: {status, tier, limit, used, stream_entry_id, reset_ms, trimmed}
+-- returns: {status, tier, limit, used, stream_entry_id, reset_ms, trimmed}, integers as strings
 --   status: allowed | denied | replayed | invalid_key | key_reused | unknown_tier | backlog_full
 --   limit: -1 = unlimited; stream_entry_id: "" when nothing was recorded
 
+-- Integers leave the script as '%d' strings: cjson.encode and tostring keep only 14
+-- significant digits, and every stored integer is at most 2^53 - 1 (exact in a double).
+local function int(n)
+  return string.format('%d', n)
+end
+
 local function reply(status, tier, limit, used, entry_id, reset_ms, trimmed)
-  return {status, tier, limit, used, entry_id, reset_ms, trimmed}
+  return {status, tier, int(limit), int(used), entry_id, reset_ms, int(trimmed)}
 end
 
 local function record(outcome, tier, cost, used_after)
   return redis.call('XADD', KEYS[4], '*',
     'key_id', ARGV[1], 'tier', tier, 'ts', ARGV[12], 'endpoint', ARGV[13],
-    'cost', cost, 'used_after', string.format('%d', used_after), 'outcome', outcome,
+    'cost', int(cost), 'used_after', int(used_after), 'outcome', outcome,
     'idem', ARGV[6], 'extras', ARGV[14])
 end
 
@@ -44,7 +50,7 @@ if has_idem then
     if d.fp ~= ARGV[7] then
       return reply('key_reused', tier, -1, 0, '', ARGV[5], 0)
     end
-    return reply('replayed', d.tier, d.limit, d.used, d.entry_id, d.reset_ms, 0)
+    return reply('replayed', d.tier, tonumber(d.limit), tonumber(d.used), d.entry_id, d.reset_ms, 0)
   end
 end
 
@@ -88,8 +94,8 @@ local used_after = redis.call('INCRBY', KEYS[2], cost)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 
 if has_idem then
-  local stored = cjson.encode({fp = ARGV[7], tier = tier, limit = limit, used = used_after,
-    entry_id = entry_id, reset_ms = ARGV[5]})
+  local stored = cjson.encode({fp = ARGV[7], tier = tier, limit = int(limit),
+    used = int(used_after), entry_id = entry_id, reset_ms = ARGV[5]})
   redis.call('SET', KEYS[3], stored, 'PX', ARGV[8], 'NX')
 end
 return reply('allowed', tier, limit, used_after, entry_id, ARGV[5], trimmed)

@@ -11,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, AuditError, AuditReader, AuditWriter};
 use crate::config::Config;
-use crate::engine::{system_clock, Engine, EngineError};
+use crate::engine::{system_clock, Engine, EngineError, MetaStatus};
 use crate::http::{self, AdminToken, AppState};
 use crate::metrics as m;
+use crate::quota::Catalogue;
 use crate::store::{Store, StoreError};
 
 /// How often a node that started without Redis retries the engine start.
@@ -56,8 +57,9 @@ pub fn admin_token(
 }
 
 /// Installs the global Prometheus recorder, with explicit buckets for every latency
-/// histogram, and describes every metric. Once per process.
-pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
+/// histogram, and describes every metric (with `catalogue`'s tiers as known label
+/// values). Once per process.
+pub fn install_metrics(catalogue: &Catalogue) -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(m::DECISION_DURATION.to_owned()),
@@ -68,7 +70,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
             m::LATENCY_BUCKETS,
         )?
         .install_recorder()?;
-    m::describe();
+    m::describe(catalogue.iter().map(|(name, _)| name));
     Ok(handle)
 }
 
@@ -128,7 +130,10 @@ pub async fn serve(
         system_clock(),
     );
     let started = match engine.start().await {
-        Ok(_) => true,
+        Ok(meta) => {
+            warn_unless_persistent(&meta);
+            true
+        }
         Err(EngineError::Store(e)) if e.is_unavailable() => {
             tracing::warn!(error = %e, "redis unavailable at start; answering 503 and retrying");
             false
@@ -197,6 +202,21 @@ async fn start_audit(
     Ok((Some(writer), Some(reader)))
 }
 
+/// The audit promise rests on a Redis that persists: say so at start when it does not.
+fn warn_unless_persistent(meta: &MetaStatus) {
+    match meta.appendonly {
+        Some(true) => {}
+        Some(false) => tracing::warn!(
+            "redis runs without appendonly: admitted requests may lose their audit records \
+             if redis restarts; set `appendonly yes`"
+        ),
+        None => tracing::warn!(
+            "redis does not say whether it persists (CONFIG GET appendonly refused); \
+             the audit promise needs appendonly yes"
+        ),
+    }
+}
+
 /// Retries the engine start while Redis is unavailable; a fatal refusal (shard
 /// mismatch, script error) stops the server.
 async fn start_engine(
@@ -210,7 +230,8 @@ async fn start_engine(
             _ = shutdown.cancelled() => return Ok(()),
         }
         match engine.start().await {
-            Ok(_) => {
+            Ok(meta) => {
+                warn_unless_persistent(&meta);
                 state.set_started(true);
                 tracing::info!("engine started: scripts loaded, meta checked");
                 return Ok(());

@@ -151,7 +151,7 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    let metrics = match app::install_metrics() {
+    let metrics = match app::install_metrics(&config.catalogue()) {
         Ok(handle) => handle,
         Err(e) => {
             eprintln!("quotad: cannot install the metrics recorder: {e}");

@@ -23,14 +23,29 @@ pub const AUDIT_RETENTION_DELETED: &str = "quotad_audit_retention_deleted_total"
 pub const TIER_CATALOGUE_MISMATCH: &str = "quotad_tier_catalogue_mismatch";
 /// HTTP requests by `route` and `status`.
 pub const HTTP_REQUESTS: &str = "quotad_http_requests_total";
+/// 1 when Redis persists (`appendonly yes`), 0 when not; absent when it will not say.
+pub const REDIS_APPENDONLY: &str = "quotad_redis_appendonly";
+
+/// Every `outcome` of [`DECISIONS`].
+pub const DECISION_OUTCOMES: &[&str] = &[
+    "allowed",
+    "denied",
+    "replayed",
+    "key_reused",
+    "invalid_key",
+    "error",
+];
+/// Every `kind` of [`REDIS_ERRORS`].
+pub const REDIS_ERROR_KINDS: &[&str] = &["unavailable", "timeout", "command", "reply", "config"];
 
 /// Histogram buckets for request latencies, in seconds (100 µs to 2.5 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// Describes every metric to the installed recorder.
-pub fn describe() {
+/// Describes every metric to the installed recorder, and creates at 0 the series whose
+/// label values are known in advance (SPEC §6), for the tiers of `tiers`.
+pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
     describe_counter!(DECISIONS, "Quota decisions by outcome and tier");
     describe_histogram!(
         DECISION_DURATION,
@@ -58,6 +73,10 @@ pub fn describe() {
         "1 when this node's tier catalogue differs from Redis"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
+    describe_gauge!(
+        REDIS_APPENDONLY,
+        "1 when Redis persists with appendonly, 0 when it does not"
+    );
     // Unlabelled series exist from the start, so `rate()` and absence alerts work
     // before the first event.
     for counter in [
@@ -68,4 +87,17 @@ pub fn describe() {
         metrics::counter!(counter).increment(0);
     }
     metrics::gauge!(TIER_CATALOGUE_MISMATCH).set(0.0);
+    for tier in tiers {
+        for &outcome in DECISION_OUTCOMES {
+            metrics::counter!(DECISIONS, "outcome" => outcome, "tier" => tier.to_owned())
+                .increment(0);
+        }
+    }
+    // Decisions that fail before a tier is known are labelled with an empty tier.
+    for &outcome in &["invalid_key", "key_reused", "error"] {
+        metrics::counter!(DECISIONS, "outcome" => outcome, "tier" => "").increment(0);
+    }
+    for &kind in REDIS_ERROR_KINDS {
+        metrics::counter!(REDIS_ERRORS, "kind" => kind).increment(0);
+    }
 }

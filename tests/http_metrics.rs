@@ -84,7 +84,8 @@ async fn scrape(app: &TestApp) -> (String, Vec<Sample>) {
 
 #[tokio::test]
 async fn metrics_parse_and_count_exactly_the_decisions_made() {
-    let handle = quotad::app::install_metrics().expect("the recorder installs once");
+    let handle = quotad::app::install_metrics(&quotad::quota::Catalogue::default())
+        .expect("the recorder installs once");
     let redis = TestRedis::start();
     let app = TestApp::with_engine(engine(&redis).await, handle).await;
     let key = new_key_with(&app.engine, "free", Some(3)).await;

@@ -101,6 +101,7 @@ http {{
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URI $request_uri;
+      proxy_set_header Idempotency-Key "";
     }}
     location / {{
       auth_request /_quota;
@@ -228,4 +229,31 @@ async fn nginx_auth_request_admits_counts_and_fails_closed() {
         assert!(status.is_server_error(), "got {status}");
     }
     assert_eq!(seen.lock().unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn a_constant_idempotency_key_gets_no_more_than_the_limit_through_nginx() {
+    let redis = TestRedis::start();
+    let app = TestApp::start(&redis).await;
+    let (upstream_addr, seen) = upstream().await;
+    let nginx = Nginx::start(app.addr, upstream_addr);
+    let key = new_key_with(&app.engine, "free", Some(2)).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let resp = client
+            .get(nginx.url("/api/x"))
+            .header("x-api-key", key.expose())
+            .header("idempotency-key", "same")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 403, 403, 403]);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "at most `limit` reach the upstream"
+    );
 }

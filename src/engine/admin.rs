@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{Engine, EngineError};
-use crate::quota::{format_instant, ApiKey, KeyId, KeyRecord, Period};
+use crate::quota::{format_instant, ApiKey, InputError, KeyId, KeyRecord, Period, MAX_EXACT_INT};
 use crate::store::{from_reply, keys, StoreError};
 
 /// A key to create.
@@ -55,12 +55,28 @@ pub struct KeyView {
     pub remaining: Option<u64>,
     /// When the period resets.
     pub reset_at: String,
+    /// Whether this node's catalogue has the key's tier; when not, `limit` is the
+    /// override or null and consumes fail with `unknown_tier` until the tier is fixed.
+    pub tier_known: bool,
+}
+
+/// Every integer quotad stores stays exact in a Lua double; a larger limit would be
+/// enforced as another number (or look unlimited).
+fn exact_limit(limit: Option<u64>) -> Result<(), EngineError> {
+    match limit {
+        Some(n) if n > MAX_EXACT_INT => Err(InputError(format!(
+            "monthly_limit must be at most {MAX_EXACT_INT} (2^53 - 1)"
+        ))
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 impl Engine {
     /// Get-or-create a key. A supplied key that exists is returned unchanged, without it.
     pub async fn create_key(&self, new: NewKey) -> Result<Created, EngineError> {
         self.tier_limit(&new.tier)?;
+        exact_limit(new.monthly_limit)?;
         let key = new.key.unwrap_or_else(ApiKey::generate);
         let id = key.id();
         let shard = id.shard(self.settings.shards);
@@ -100,6 +116,7 @@ impl Engine {
         if let Some(tier) = &update.tier {
             self.tier_limit(tier)?;
         }
+        exact_limit(update.monthly_limit.flatten())?;
         let shard = id.shard(self.settings.shards);
         let (mode, limit) = match update.monthly_limit {
             None => ("keep", String::new()),
@@ -146,12 +163,10 @@ impl Engine {
         let (fields, used): (Vec<(String, String)>, Option<u64>) =
             self.store.query_pipe(&pipe).await?;
         let record = KeyRecord::from_fields(id.as_str(), &fields).ok_or(EngineError::NotFound)?;
-        let limit = match record.monthly_limit {
-            Some(l) if self.catalogue.get(&record.tier).is_some() => Some(l),
-            _ => self
-                .tier_limit(&record.tier)
-                .map_err(|_| self.unknown_tier(id, record.tier.clone()))?,
-        };
+        let tier = self.catalogue.get(&record.tier);
+        let limit = record
+            .monthly_limit
+            .or_else(|| tier.and_then(|t| t.monthly_limit));
         let used = used.unwrap_or(0);
         Ok(KeyView {
             period: period.label(),
@@ -159,6 +174,7 @@ impl Engine {
             used,
             remaining: limit.map(|l| l.saturating_sub(used)),
             reset_at: period.reset_at_string(),
+            tier_known: tier.is_some(),
             record,
         })
     }

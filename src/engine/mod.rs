@@ -103,6 +103,8 @@ pub enum EngineError {
 pub struct MetaStatus {
     /// Whether another catalogue fingerprint is recorded than this node's.
     pub catalogue_mismatch: bool,
+    /// Whether Redis persists (`appendonly yes`); `None` when it will not say.
+    pub appendonly: Option<bool>,
 }
 
 /// The quota engine: every decision and key change goes through here.
@@ -143,23 +145,29 @@ impl Engine {
     /// by every readiness check, so a Redis that lost its data gets its meta back.
     pub async fn start(&self) -> Result<MetaStatus, EngineError> {
         let fingerprint = self.catalogue.fingerprint();
-        let (recorded, recorded_fp, cached) = self
+        let meta = self
             .store
             .claim_meta(self.settings.shards, &fingerprint, &self.scripts)
             .await?;
-        if recorded != self.settings.shards {
+        if meta.shards != self.settings.shards {
             return Err(EngineError::ShardMismatch {
                 configured: self.settings.shards,
-                recorded,
+                recorded: meta.shards,
             });
         }
-        if !cached.iter().all(|&loaded| loaded) {
+        if !meta.cached.iter().all(|&loaded| loaded) {
             self.store.load_scripts(&self.scripts).await?;
         }
-        Ok(self.note_catalogue(&recorded_fp))
+        if let Some(appendonly) = meta.appendonly {
+            metrics::gauge!(m::REDIS_APPENDONLY).set(if appendonly { 1.0 } else { 0.0 });
+        }
+        Ok(MetaStatus {
+            catalogue_mismatch: self.note_catalogue(&meta.catalogue),
+            appendonly: meta.appendonly,
+        })
     }
 
-    fn note_catalogue(&self, recorded: &str) -> MetaStatus {
+    fn note_catalogue(&self, recorded: &str) -> bool {
         let mismatch = recorded != self.catalogue.fingerprint();
         if mismatch {
             tracing::error!(
@@ -167,9 +175,7 @@ impl Engine {
             );
         }
         metrics::gauge!(m::TIER_CATALOGUE_MISMATCH).set(if mismatch { 1.0 } else { 0.0 });
-        MetaStatus {
-            catalogue_mismatch: mismatch,
-        }
+        mismatch
     }
 
     /// The store, for components that share its connections.
@@ -317,6 +323,10 @@ impl Engine {
         };
         if !view.record.active {
             return Err(EngineError::InvalidKey);
+        }
+        if !view.tier_known {
+            // Never treated as unlimited (SPEC §1), as consumes are not.
+            return Err(self.unknown_tier(&id, view.record.tier));
         }
         let period = Period::containing(self.now());
         let mut decision = Decision::new(&id, view.record.tier, view.limit, view.used, period);

@@ -9,7 +9,7 @@ use super::extract::{self, JsonObject};
 use super::headers::{decision_response, Answer};
 use super::{decode, empty_response, json_response, ApiError, AppState, Response};
 use crate::engine::{EngineError, KeyUpdate};
-use crate::quota::KeyId;
+use crate::quota::{AuditExtras, ConsumeRequest, KeyId};
 
 /// The result every handler returns; errors become responses in `ApiError`.
 pub type Handled = Result<Response, ApiError>;
@@ -20,7 +20,7 @@ pub async fn consume(state: &AppState, req: Request<Incoming>) -> Handled {
     let (parts, body) = req.into_parts();
     let body = read_json(state, &parts.headers, body).await?;
     let key = extract::api_key(&parts.headers, Some(&body), parts.uri.query())?;
-    let request = decode::consume_request(&body, &parts.headers, None)?;
+    let request = decode::consume_request(&body, &parts.headers)?;
     let decision = engine.consume(&key, &request).await?;
     Ok(decision_response(&decision, engine.now(), Answer::CONSUME))
 }
@@ -35,32 +35,39 @@ pub async fn quota(state: &AppState, req: Request<Incoming>) -> Handled {
 
 /// Any method on `/v1/authorize` and `/v1/authorize/*`: forward-auth for proxies.
 /// `suffix` is the path after `/v1/authorize`.
+///
+/// Everything the end user controls is untrusted here (proxies may forward the
+/// client's headers and body): the body is never read, and `Idempotency-Key` counts
+/// only when the operator's auth URL opts in with `idempotency=header`.
 pub async fn authorize(state: &AppState, req: Request<Incoming>, suffix: String) -> Handled {
     let engine = state.engine()?;
-    let (parts, body) = req.into_parts();
-    let query = parts.uri.query();
-    let deny_status = match extract::query_param(query, "deny_status").as_deref() {
-        Some("403") => StatusCode::FORBIDDEN,
-        _ => StatusCode::TOO_MANY_REQUESTS,
-    };
-    let body = read_json(state, &parts.headers, body).await?;
-    let key = extract::api_key(&parts.headers, Some(&body), query)?;
+    let (parts, _untrusted_body) = req.into_parts();
+    let options = decode::authorize_options(&suffix, parts.uri.query())?;
+    let key = extract::api_key(&parts.headers, None, None)?;
     let original = ["x-original-uri", "x-forwarded-uri"]
         .iter()
         .find_map(|name| parts.headers.get(*name))
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let endpoint = match original {
-        Some(uri) => Some(extract::path_only(&uri).to_owned()),
-        None if body.field::<serde_json::Value>("endpoint")?.is_some() => None,
-        None if suffix.is_empty() => Some("/".to_owned()),
-        None => Some(suffix),
+        Some(uri) => extract::path_only(&uri).to_owned(),
+        None if suffix.is_empty() => "/".to_owned(),
+        None => suffix,
     };
-    let request = decode::consume_request(&body, &parts.headers, endpoint)?;
+    let idempotency_key = match options.idempotency_header {
+        true => extract::idempotency_header(&parts.headers)?,
+        false => None,
+    };
+    let request = ConsumeRequest::new(
+        options.cost,
+        endpoint,
+        idempotency_key,
+        AuditExtras::default(),
+    )?;
     let decision = engine.consume(&key, &request).await?;
     Ok(decision_response(
         &decision,
         engine.now(),
-        Answer::authorize(deny_status),
+        Answer::authorize(options.deny_status),
     ))
 }
 
@@ -150,7 +157,17 @@ pub async fn readyz(state: &AppState) -> Handled {
             return Err(ApiError::BackendUnavailable);
         }
     };
-    let body = json!({"status": "ready", "catalogue_mismatch": meta.catalogue_mismatch});
+    let writer = if state.audit.is_some() {
+        "active"
+    } else {
+        "off"
+    };
+    let body = json!({
+        "status": "ready",
+        "catalogue_mismatch": meta.catalogue_mismatch,
+        "appendonly": meta.appendonly,
+        "writer": writer,
+    });
     Ok(json_response(StatusCode::OK, &body))
 }
 

@@ -92,6 +92,10 @@ fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision, secs_to_reset: u64)
 fn quota_headers(headers: &mut HeaderMap, d: &Decision, secs_to_reset: u64) {
     insert_text(headers, "x-quota-key-id", &d.key_id);
     insert_text(headers, "x-quota-tier", &d.tier);
+    if d.replayed {
+        // Only with `idempotency=header`: the upstream answers the repeat from its store.
+        headers.insert("x-quota-replayed", HeaderValue::from_static("true"));
+    }
     if let (Some(limit), Some(remaining)) = (d.limit, d.remaining) {
         headers.insert("x-quota-limit", HeaderValue::from(limit));
         headers.insert("x-quota-remaining", HeaderValue::from(remaining));

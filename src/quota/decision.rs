@@ -9,8 +9,10 @@ use super::{KeyId, Period};
 pub const MAX_COST: u64 = 1_000_000;
 /// The most `request`, `response` and `error` may take together, serialized.
 pub const MAX_AUDIT_EXTRAS_BYTES: usize = 16 * 1024;
-/// The longest endpoint label kept.
-const MAX_ENDPOINT_CHARS: usize = 2048;
+/// The largest integer quotad stores: every stored integer stays exact in a Lua double.
+pub const MAX_EXACT_INT: u64 = (1 << 53) - 1;
+/// The longest endpoint label accepted, in bytes.
+const MAX_ENDPOINT_BYTES: usize = 1024;
 
 /// Input that breaks a rule; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,11 +69,7 @@ impl ConsumeRequest {
                 "cost must be an integer from 1 to {MAX_COST}"
             )));
         }
-        if endpoint.chars().count() > MAX_ENDPOINT_CHARS {
-            return Err(InputError(format!(
-                "endpoint is longer than {MAX_ENDPOINT_CHARS} characters"
-            )));
-        }
+        validate_endpoint(&endpoint)?;
         if let Some(key) = &idempotency_key {
             validate_idempotency_key(key)?;
         }
@@ -107,6 +105,23 @@ impl ConsumeRequest {
         let digest = Sha256::digest(format!("{}\n{}", self.cost, self.endpoint));
         hex::encode(&digest[..12])
     }
+}
+
+/// Checks an endpoint label: at most 1,024 bytes, no control characters (NUL, CR, LF,
+/// BEL, …) and no bidi controls (which make an audit log lie to its reader).
+pub fn validate_endpoint(endpoint: &str) -> Result<(), InputError> {
+    if endpoint.len() > MAX_ENDPOINT_BYTES {
+        return Err(InputError(format!(
+            "endpoint is longer than {MAX_ENDPOINT_BYTES} bytes"
+        )));
+    }
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if endpoint.chars().any(|c| c.is_control() || bidi(c)) {
+        return Err(InputError(
+            "endpoint must not contain control or bidi-override characters".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an idempotency key: 1–255 characters in 0x21–0x7E.
@@ -210,6 +225,23 @@ mod tests {
             ..Default::default()
         };
         assert!(ConsumeRequest::new(1, "/".into(), None, extras).is_err());
+    }
+
+    #[test]
+    fn endpoints_are_bounded_and_printable() {
+        assert!(ConsumeRequest::simple(1, &"/".repeat(1024)).is_ok());
+        assert!(ConsumeRequest::simple(1, &"/".repeat(1025)).is_err());
+        assert!(ConsumeRequest::simple(1, "/caf\u{e9}/\u{65e5}").is_ok());
+        for bad in [
+            "/a\0b",
+            "/a\r\nb",
+            "/a\u{7}",
+            "/a\u{202e}b",
+            "/a\u{2066}b",
+            "/\u{85}",
+        ] {
+            assert!(ConsumeRequest::simple(1, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, RedisError};
 
-pub use pool::{RedisManager, Store};
+pub use pool::{Meta, RedisManager, Store};
 pub use scripts::Scripts;
 
 /// A Redis failure, sorted where it leaves the store.
@@ -59,9 +59,24 @@ impl From<RedisError> for StoreError {
     }
 }
 
+/// Server answers that mean "cannot serve now" (SPEC §2): out of memory, a replica,
+/// a failed RDB save, loading, a running script, a cluster in trouble, too few replicas.
+const UNAVAILABLE_CODES: &[&str] = &[
+    "OOM",
+    "READONLY",
+    "MISCONF",
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "NOREPLICAS",
+];
+
 /// Connection trouble, or a server that cannot serve right now: never a bug of ours.
+/// A pipeline's error carries one server error per failed command; any of them that
+/// cannot serve now makes the whole call unavailable (fail closed, never a 500).
 fn is_unavailable(err: &RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
     if err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
@@ -69,22 +84,81 @@ fn is_unavailable(err: &RedisError) -> bool {
     {
         return true;
     }
-    if matches!(
-        err.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-        )
-    ) {
+    if err
+        .code()
+        .is_some_and(|code| UNAVAILABLE_CODES.contains(&code))
+    {
         return true;
     }
-    matches!(err.code(), Some("OOM" | "BUSY" | "MISCONF" | "NOREPLICAS"))
+    // Cheap: the server errors are shared behind an Arc.
+    err.clone().into_server_errors().is_some_and(|errors| {
+        errors
+            .iter()
+            .any(|(_, e)| UNAVAILABLE_CODES.contains(&e.code()))
+    })
 }
 
 /// Converts a reply, naming what was expected when it does not fit.
 pub fn from_reply<T: FromRedisValue>(value: redis::Value, what: &str) -> Result<T, StoreError> {
     T::from_redis_value(value).map_err(|e| StoreError::Reply(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(resp: &str) -> RedisError {
+        match redis::parse_redis_value(resp.as_bytes()).expect("a RESP error") {
+            redis::Value::ServerError(e) => e.into(),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_cannot_serve_now_code_is_unavailable_and_the_rest_are_bugs() {
+        let cases = [
+            (
+                "-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+                true,
+            ),
+            (
+                "-READONLY You can't write against a read only replica.\r\n",
+                true,
+            ),
+            (
+                "-MISCONF Redis is configured to save RDB snapshots\r\n",
+                true,
+            ),
+            ("-LOADING Redis is loading the dataset in memory\r\n", true),
+            ("-BUSY Redis is busy running a script.\r\n", true),
+            ("-MASTERDOWN Link with MASTER is down\r\n", true),
+            ("-CLUSTERDOWN The cluster is down\r\n", true),
+            ("-TRYAGAIN Multiple keys request during rehashing\r\n", true),
+            ("-NOREPLICAS Not enough good replicas to write.\r\n", true),
+            (
+                "-ERR Error running script (call to f_x): @user_script:1: oops\r\n",
+                false,
+            ),
+            (
+                "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+                false,
+            ),
+            ("-NOSCRIPT No matching script.\r\n", false),
+            (
+                "-CROSSSLOT Keys in request don't hash to the same slot\r\n",
+                false,
+            ),
+        ];
+        for (resp, unavailable) in cases {
+            let err = StoreError::from(server_error(resp));
+            assert_eq!(err.is_unavailable(), unavailable, "{resp}");
+        }
+    }
+
+    #[test]
+    fn connection_errors_are_unavailable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(StoreError::from(RedisError::from(io)).is_unavailable());
+        assert!(StoreError::Timeout(Duration::from_millis(1)).is_unavailable());
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInvocation};
 
-use super::{is_unavailable, keys, Scripts, StoreError};
+use super::{from_reply, is_unavailable, keys, Scripts, StoreError};
 
 /// A pooled connection that remembers whether it failed, so bb8 discards it. Clones
 /// share the connection (it is multiplexed) and the flag.
@@ -58,6 +58,19 @@ impl bb8::ManageConnection for RedisManager {
     fn has_broken(&self, conn: &mut PooledConn) -> bool {
         conn.broken.load(Ordering::Relaxed)
     }
+}
+
+/// What `quotad:meta` and the server say at start and on every readiness check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// The shard count recorded (this node's, unless another node recorded first).
+    pub shards: u32,
+    /// The catalogue fingerprint recorded.
+    pub catalogue: String,
+    /// Whether each script of [`Scripts::all`] is in the script cache.
+    pub cached: Vec<bool>,
+    /// `appendonly` as Redis reports it; `None` when it will not say (managed Redis).
+    pub appendonly: Option<bool>,
 }
 
 /// The handle every Redis call of the request path goes through.
@@ -173,26 +186,46 @@ impl Store {
 
     /// Records this node's shard count and catalogue fingerprint in `quotad:meta` where
     /// none are recorded yet (also after Redis lost its data), and returns, in the same
-    /// round trip, what is recorded (which may be another node's) and whether each
-    /// script is in Redis's script cache.
+    /// round trip, what is recorded (which may be another node's), whether each script
+    /// is in Redis's script cache, and whether Redis persists (`appendonly`).
     pub async fn claim_meta(
         &self,
         shards: u32,
         fingerprint: &str,
         scripts: &Scripts,
-    ) -> Result<(u32, String, Vec<bool>), StoreError> {
+    ) -> Result<Meta, StoreError> {
         let mut pipe = redis::pipe();
         pipe.hset_nx(keys::META, "shards", shards)
-            .ignore()
             .hset_nx(keys::META, "catalogue", fingerprint)
-            .ignore()
             .hget(keys::META, "shards")
             .hget(keys::META, "catalogue");
         let exists = pipe.cmd("SCRIPT").arg("EXISTS");
         for script in scripts.all() {
             exists.arg(script.get_hash());
         }
-        self.query_pipe(&pipe).await
+        pipe.cmd("CONFIG").arg("GET").arg("appendonly");
+        // Errors one by one: managed Redis may refuse CONFIG, which must not fail the
+        // rest; any other error fails the call (sorted, so OOM is unavailable).
+        let mut replies: Vec<redis::RedisResult<redis::Value>> =
+            self.query_pipe(pipe.ignore_errors()).await?;
+        let appendonly = match replies.pop() {
+            Some(Ok(value)) => from_reply::<Vec<String>>(value, "CONFIG GET appendonly")
+                .ok()
+                .and_then(|pair| pair.get(1).map(|v| v == "yes")),
+            _ => None,
+        };
+        let mut rest = Vec::with_capacity(replies.len());
+        for reply in replies {
+            rest.push(reply.map_err(|e| self.count(StoreError::from(e)))?);
+        }
+        let mut rest = rest.into_iter().skip(2);
+        let mut next = || rest.next().unwrap_or(redis::Value::Nil);
+        Ok(Meta {
+            shards: from_reply(next(), "recorded shards")?,
+            catalogue: from_reply(next(), "recorded catalogue")?,
+            cached: from_reply(next(), "SCRIPT EXISTS")?,
+            appendonly,
+        })
     }
 
     /// A clone of the next pooled connection; the pool slot is released at once, so
@@ -220,10 +253,13 @@ impl Store {
         let result = tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or(Err(StoreError::Timeout(self.timeout)));
-        if let Err(e) = &result {
-            metrics::counter!(crate::metrics::REDIS_ERRORS, "kind" => e.kind()).increment(1);
-        }
-        result
+        result.map_err(|e| self.count(e))
+    }
+
+    /// Counts a failure in `quotad_redis_errors_total{kind}`.
+    fn count(&self, err: StoreError) -> StoreError {
+        metrics::counter!(crate::metrics::REDIS_ERRORS, "kind" => err.kind()).increment(1);
+        err
     }
 }
 
