@@ -164,3 +164,78 @@ async fn serve_starts_without_redis_answers_503_and_becomes_ready_when_it_appear
     sigterm(&child);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn serve_started_on_an_oom_redis_keeps_running_with_503_and_recovers() {
+    let redis = TestRedis::start();
+    let engine = common::engine(&redis).await;
+    let key = common::new_key(&engine, "free").await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut redis.conn())
+        .unwrap();
+    let mut child = quotad(&redis, "127.0.0.1:0")
+        .env("QUOTAD_ADMIN_TOKEN", "t")
+        .spawn()
+        .expect("quotad starts");
+    let stderr = lines(child.stderr.take().unwrap());
+    let base = base_url(&stderr);
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 503);
+        let consume = client
+            .post(format!("{base}/v1/consume"))
+            .bearer_auth(key.expose())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(consume.status(), 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "quotad must not exit");
+
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut redis.conn())
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let body: Value = loop {
+        let resp = client.get(format!("{base}/readyz")).send().await.unwrap();
+        if resp.status() == 200 {
+            break resp.json().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The test Redis does not persist: readiness, the gauge and the log say so.
+    assert_eq!(body["appendonly"], false);
+    assert_eq!(body["writer"], "active");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("quotad_redis_appendonly 0"), "{metrics}");
+    let consume = client
+        .post(format!("{base}/v1/consume"))
+        .bearer_auth(key.expose())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consume.status(), 200);
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let logs: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        logs.iter().any(|l| l.contains("without appendonly")),
+        "{logs:?}"
+    );
+}

@@ -387,3 +387,11 @@ pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
         .await
         .expect("JSON body")
 }
+
+/// A TCP port that is free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
