@@ -8,7 +8,7 @@ mod tier;
 
 pub use decision::{
     validate_idempotency_key, AuditExtras, ConsumeRequest, Decision, InputError,
-    MAX_AUDIT_EXTRAS_BYTES, MAX_COST,
+    MAX_AUDIT_EXTRAS_BYTES, MAX_COST, MAX_EXACT_INT,
 };
 pub use key::{ApiKey, KeyId, Shard};
 pub use period::{format_instant, Period};
