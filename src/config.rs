@@ -8,8 +8,10 @@
 //!
 //! A bad setting is refused with its path, where it came from (file and line, or
 //! the variable) and what it expects: `settings` holds the table of known
-//! settings, `source` the spans that lead from an error back to its origin.
+//! settings, `overlay` lays the variables over the file, and `source` holds the
+//! spans that lead from an error back to its setting and origin.
 
+mod overlay;
 mod settings;
 mod source;
 #[cfg(test)]
@@ -236,7 +238,7 @@ impl Config {
             }
             None => None,
         };
-        let vars = source::read_env(env);
+        let vars = overlay::read_env(env);
         let (root, sources) = source::merge(file.zip(text.as_deref()), &vars)?;
         settings::check(&root, &sources)?;
         let document = toml::de::Deserializer::from(Spanned::new(0..0, root));
