@@ -1,12 +1,13 @@
 //! The `quotad` binary: parses the command line and config, then calls the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use quotad::app;
 use quotad::cli::{run_keys, KeysCommand};
-use quotad::config::Config;
+use quotad::config::{Config, LogFormat};
 use quotad::engine::{system_clock, Engine};
 use quotad::store::Store;
 use tokio::net::TcpListener;
@@ -42,14 +43,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("QUOTAD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return clap_exit(&e),
+    };
     let config = match Config::load(args.config.as_deref(), |k| std::env::var(k).ok()) {
         Ok(config) => config,
         Err(e) => {
@@ -57,8 +54,35 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    install_logging(config.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
     runtime.block_on(run(config, args.command))
+}
+
+/// `--help` and `--version` print to stdout and succeed; any other clap error is a
+/// usage error (EX_USAGE, as the README promises, not clap's 2).
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    // Nothing better to do if stdout or stderr is gone.
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EX_USAGE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Logs to stderr, filtered by `QUOTAD_LOG`; colour only when stderr is a terminal,
+/// so files and log collectors never get escape codes.
+fn install_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("QUOTAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.with_ansi(false).json().flatten_event(true).init(),
+    }
 }
 
 async fn run(config: Config, command: Command) -> ExitCode {
