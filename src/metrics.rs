@@ -23,6 +23,8 @@ pub const AUDIT_RETENTION_DELETED: &str = "quotad_audit_retention_deleted_total"
 pub const TIER_CATALOGUE_MISMATCH: &str = "quotad_tier_catalogue_mismatch";
 /// HTTP requests by `route` and `status`.
 pub const HTTP_REQUESTS: &str = "quotad_http_requests_total";
+/// Connections closed at accept because `http.max_connections` were open.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "quotad_http_connections_refused_total";
 
 /// Histogram buckets for request latencies, in seconds (100 µs to 2.5 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -58,12 +60,17 @@ pub fn describe() {
         "1 when this node's tier catalogue differs from Redis"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "Connections refused at accept because max_connections were open"
+    );
     // Unlabelled series exist from the start, so `rate()` and absence alerts work
     // before the first event.
     for counter in [
         AUDIT_PERSISTED,
         AUDIT_TRIMMED_UNPERSISTED,
         AUDIT_RETENTION_DELETED,
+        HTTP_CONNECTIONS_REFUSED,
     ] {
         metrics::counter!(counter).increment(0);
     }
