@@ -387,3 +387,41 @@ pub async fn json_of(req: reqwest::RequestBuilder) -> serde_json::Value {
         .await
         .expect("JSON body")
 }
+
+impl TestApp {
+    /// A server over `engine` whose listener has `limits` instead of the defaults.
+    pub async fn with_limits(
+        engine: Engine,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+        limits: quotad::http::HttpLimits,
+    ) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let admin = "test-admin-token".to_owned();
+        let mut state = quotad::http::AppState::new(
+            engine.clone(),
+            quotad::http::AdminToken::new(&admin),
+            65_536,
+            metrics,
+            true,
+        );
+        state.limits = limits;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(quotad::http::run(
+            listener,
+            Arc::new(state),
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        TestApp {
+            addr,
+            admin,
+            shutdown,
+            server: Some(server),
+            engine,
+            client: reqwest::Client::new(),
+        }
+    }
+}
