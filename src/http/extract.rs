@@ -1,6 +1,8 @@
 //! Taking requests apart: the API key, the body within its limit, JSON fields whose
 //! errors name the field, the idempotency key, query parameters.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -12,8 +14,15 @@ use serde_json::{Map, Value};
 use super::ApiError;
 use crate::quota::ApiKey;
 
-/// Reads the whole body, refusing anything over `limit` bytes with 413.
-pub async fn body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body within `timeout`, refusing anything over `limit` bytes with 413
+/// and a body still arriving at the timeout with 408 (a trickled body holds a
+/// connection and a handler).
+pub async fn body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -21,7 +30,10 @@ pub async fn body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<B
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout.as_secs()))?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge(limit))
