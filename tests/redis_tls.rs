@@ -137,3 +137,10 @@ fn a_ca_file_with_a_plain_redis_url_is_a_config_error() {
     let message = config_message(Store::with_ca_file(url, Some(&ca), TIMEOUT, 1));
     assert!(message.contains("not rediss://"), "{message}");
 }
+
+#[test]
+fn an_insecure_rediss_url_is_a_config_error() {
+    let url = "rediss://localhost:6380/#insecure";
+    let message = config_message(Store::new(url, TIMEOUT, 1));
+    assert!(message.contains("#insecure"), "{message}");
+}

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInvocation, TlsCertificates,
+    AsyncConnectionConfig, Client, ConnectionAddr, FromRedisValue, RedisError, ScriptInvocation,
+    TlsCertificates,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -247,9 +248,24 @@ impl Store {
 /// The one client behind the pool, the dedicated connections and the CLI.
 fn client(url: &str, ca_file: Option<&Path>) -> Result<Client, StoreError> {
     select_crypto_provider();
-    let Some(path) = ca_file else {
-        return Client::open(url).map_err(|e| StoreError::Config(e.to_string()));
+    let client = match ca_file {
+        None => Client::open(url).map_err(|e| StoreError::Config(e.to_string()))?,
+        Some(path) => client_trusting(url, path)?,
     };
+    // Without redis's tls-rustls-insecure feature, `#insecure` fails at every connect
+    // (as a command error, not as unavailable); refuse it once, here.
+    if let ConnectionAddr::TcpTls { insecure: true, .. } = client.get_connection_info().addr() {
+        return Err(StoreError::Config(
+            "redis_url asks for #insecure (no certificate check), which quotad does not \
+             support; give the server's CA as redis_ca_file instead"
+                .into(),
+        ));
+    }
+    Ok(client)
+}
+
+/// A `rediss://` client that verifies the server against the certificates in `path`.
+fn client_trusting(url: &str, path: &Path) -> Result<Client, StoreError> {
     let ca_error =
         |why: String| StoreError::Config(format!("redis_ca_file {}: {why}", path.display()));
     let tls_url = url
