@@ -16,7 +16,7 @@ use crate::engine::{system_clock, Engine, EngineError, MetaStatus};
 use crate::http::{self, AdminToken, AppState};
 use crate::metrics as m;
 use crate::quota::Catalogue;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// How often a node that started without Redis retries the engine start.
 const START_RETRY: Duration = Duration::from_secs(1);
@@ -119,11 +119,7 @@ pub async fn serve(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let store = Store::new(
-        &config.redis_url,
-        config.redis_timeout(),
-        config.redis_pool_size,
-    )?;
+    let store = config.store()?;
     let engine = Engine::new(
         store,
         config.catalogue(),

@@ -274,6 +274,17 @@ impl Config {
         Duration::from_millis(self.redis_timeout_ms)
     }
 
+    /// The request-path store: `redis_url` (verified against `redis_ca_file` when
+    /// given), with the request-path timeout and pool size. Connects lazily.
+    pub fn store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        crate::store::Store::with_ca_file(
+            &self.redis_url,
+            self.redis_ca_file.as_deref(),
+            self.redis_timeout(),
+            self.redis_pool_size,
+        )
+    }
+
     /// The engine's part of the settings.
     pub fn engine_settings(&self) -> EngineSettings {
         EngineSettings {

@@ -9,7 +9,6 @@ use quotad::app;
 use quotad::cli::{run_keys, KeysCommand};
 use quotad::config::{Config, LogFormat};
 use quotad::engine::{system_clock, Engine};
-use quotad::store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -126,11 +125,7 @@ fn print_examples(listen: std::net::SocketAddr, token_source: &str) {
 
 /// `quotad keys …`: straight to Redis, no HTTP.
 async fn keys(config: Config, cmd: KeysCommand) -> ExitCode {
-    let store = match Store::new(
-        &config.redis_url,
-        config.redis_timeout(),
-        config.redis_pool_size,
-    ) {
+    let store = match config.store() {
         Ok(store) => store,
         Err(e) => {
             eprintln!("quotad: {e}");

@@ -1,6 +1,8 @@
 //! Shared test fixtures: a real `redis-server` per test, and an engine on it.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
