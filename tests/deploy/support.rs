@@ -1,6 +1,5 @@
 //! Fixtures of the deploy kit tests: promtool, a real Prometheus and a real
 //! `quotad serve`, each in its own temp dir on free ports, killed on drop.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
