@@ -11,6 +11,7 @@
 //! - [`app`]: wires store, engine, HTTP server and audit writer; signals, drain, metrics.
 //! - [`audit`]: the audit writer (shard streams → SQLite), queries and retention.
 //! - [`cli`]: the `keys` admin subcommands.
+//! - [`health`]: `quotad health`, the container health check (no curl needed).
 //!
 //! # A consume, end to end
 //!
@@ -34,6 +35,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod quota;

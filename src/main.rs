@@ -39,6 +39,15 @@ enum Command {
     /// Read the audit log from SQLite.
     #[command(subcommand)]
     Audit(quotad::audit::cli::AuditCommand),
+    /// Ask a running quotad for /healthz (or /readyz): exit 0 on 200, else 1.
+    Health {
+        /// Base URL of the node; default: the `listen` setting, wildcards as loopback.
+        #[arg(long)]
+        url: Option<String>,
+        /// Ask /readyz (Redis answers, scripts loaded) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +98,26 @@ async fn run(config: Config, command: Command) -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Keys(cmd) => keys(config, cmd).await,
         Command::Audit(cmd) => audit(config, cmd).await,
+        Command::Health { url, ready } => health(&config, url, ready).await,
+    }
+}
+
+/// `quotad health`: one bounded GET, one line of output, for container health checks.
+async fn health(config: &Config, url: Option<String>, ready: bool) -> ExitCode {
+    let base = url.unwrap_or_else(|| quotad::health::default_url(config.listen));
+    match quotad::health::check(&base, ready, quotad::health::TIMEOUT).await {
+        Ok(answer) if answer.healthy() => {
+            println!("quotad health: {}", answer.message());
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprintln!("quotad health: {}", answer.message());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("quotad health: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 
