@@ -11,6 +11,7 @@
 //! - [`app`]: wires store, engine, HTTP server and audit writer; signals, drain, metrics.
 //! - [`audit`]: the audit writer (shard streams → SQLite), queries and retention.
 //! - [`cli`]: the `keys` admin subcommands.
+//! - [`loadtest`]: `quotad bench`, a load tester for any running quotad over HTTP.
 //!
 //! # A consume, end to end
 //!
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod loadtest;
 pub mod metrics;
 pub mod quota;
 pub mod store;

@@ -39,6 +39,8 @@ enum Command {
     /// Read the audit log from SQLite.
     #[command(subcommand)]
     Audit(quotad::audit::cli::AuditCommand),
+    /// Load-test a running quotad over HTTP (keys, connections, rate, latency).
+    Bench(quotad::loadtest::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +68,7 @@ async fn run(config: Config, command: Command) -> ExitCode {
         Command::Serve => serve(config).await,
         Command::Keys(cmd) => keys(config, cmd).await,
         Command::Audit(cmd) => audit(config, cmd).await,
+        Command::Bench(args) => quotad::loadtest::main(args).await,
     }
 }
 
