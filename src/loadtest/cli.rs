@@ -15,13 +15,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         Ok(options) => options,
         Err(e) => return fail(&e),
     };
-    // Ctrl-C ends the run early but still reports (and deactivates created keys).
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.cancel();
-        }
-    });
+    tokio::spawn(interrupt(stop.clone()));
     let report = match super::run(options).await {
         Ok(report) => report,
         Err(e) => return fail(&e),
@@ -38,6 +32,19 @@ pub async fn main(args: BenchArgs) -> ExitCode {
         print!("{report}");
     }
     ExitCode::SUCCESS
+}
+
+/// The first Ctrl-C ends the run early but still reports (and deactivates created
+/// keys); a second one quits at once, e.g. while set-up waits on a slow server.
+async fn interrupt(stop: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("\nquotad bench: stopping after in-flight requests; Ctrl-C again to quit now");
+    stop.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        std::process::exit(130);
+    }
 }
 
 fn fail(error: &super::LoadError) -> ExitCode {

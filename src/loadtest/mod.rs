@@ -146,7 +146,7 @@ pub enum LoadError {
     /// quotad refused the admin token.
     #[error("quotad refused the admin token (401); pass the deployment's --admin-token or QUOTAD_ADMIN_TOKEN")]
     AdminRefused,
-    /// An admin call (creating keys) failed.
+    /// An admin call (creating or deactivating keys) was refused.
     #[error("{call} answered {status}: {message}")]
     Admin {
         /// The call, e.g. `POST /v1/keys`.
@@ -156,8 +156,8 @@ pub enum LoadError {
         /// The `message` of the error body, or the body.
         message: String,
     },
-    /// A connection failed during set-up.
-    #[error("set-up request failed: {0}")]
+    /// An admin call (creating or deactivating keys) got no answer.
+    #[error("admin request failed: {0}")]
     Transport(#[from] TransportError),
     /// A worker task panicked (a bug).
     #[error("a load task failed: {0}")]

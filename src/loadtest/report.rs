@@ -192,7 +192,8 @@ impl fmt::Display for Report {
             writeln!(f, "    status {status}: {n}")?;
         }
         if self.unsent > 0 {
-            writeln!(f, "  unsent (open loop fell behind) {}", self.unsent)?;
+            // Open loop only: slots that came due while quotad was still answering.
+            writeln!(f, "  {:<20} {:>10}", "unsent (fell behind)", self.unsent)?;
         }
         let l = &self.latency_ms;
         let from = match self.mode {
