@@ -66,6 +66,10 @@ use stats::Stats;
 const MAX_CONNECTIONS: usize = 10_000;
 /// The most keys a run creates.
 const MAX_CREATED_KEYS: usize = 100_000;
+/// The longest run: 30 days (bounds every instant the schedule computes).
+const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
+/// The lowest open-loop rate, decisions/s (bounds the gap between two slots).
+const MIN_RATE: f64 = 0.01;
 /// The largest cost quotad accepts (SPEC §4).
 const MAX_COST: u64 = 1_000_000;
 
@@ -181,8 +185,8 @@ impl Options {
         if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
             return usage("--connections must be between 1 and 10000");
         }
-        if self.duration.is_zero() {
-            return usage("--duration must be at least 1 second");
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            return usage("--duration must be between 1 and 2592000 seconds (30 days)");
         }
         if !(1..=MAX_COST).contains(&self.cost) {
             return usage("--cost must be between 1 and 1000000");
@@ -190,8 +194,8 @@ impl Options {
         if !(0.0..=1.0).contains(&self.replay_share) {
             return usage("--replay-share must be between 0.0 and 1.0");
         }
-        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-            return usage("--rate must be a positive number of decisions per second");
+        if self.rate.is_some_and(|r| !(r.is_finite() && r >= MIN_RATE)) {
+            return usage("--rate must be at least 0.01 decisions per second");
         }
         match &self.keys {
             KeySource::Given(keys) if keys.is_empty() => return usage("the key file has no keys"),
