@@ -12,6 +12,7 @@
 //! - [`audit`]: the audit writer (shard streams → SQLite), queries and retention.
 //! - [`cli`]: the `keys` admin subcommands.
 //! - [`health`]: `quotad health`, the container health check (no curl needed).
+//! - [`loadtest`]: `quotad bench`, a load tester for any running quotad over HTTP.
 //!
 //! # A consume, end to end
 //!
@@ -37,6 +38,7 @@ pub mod config;
 pub mod engine;
 pub mod health;
 pub mod http;
+pub mod loadtest;
 pub mod metrics;
 pub mod quota;
 pub mod store;

@@ -48,6 +48,8 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Load-test a running quotad over HTTP (keys, connections, rate, latency).
+    Bench(quotad::loadtest::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +101,7 @@ async fn run(config: Config, command: Command) -> ExitCode {
         Command::Keys(cmd) => keys(config, cmd).await,
         Command::Audit(cmd) => audit(config, cmd).await,
         Command::Health { url, ready } => health(&config, url, ready).await,
+        Command::Bench(args) => quotad::loadtest::main(args).await,
     }
 }
 
