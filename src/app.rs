@@ -26,8 +26,8 @@ const START_RETRY: Duration = Duration::from_secs(1);
 pub enum AppError {
     /// No admin token is configured and the listener is not on loopback.
     #[error(
-        "no admin token: set admin_token or QUOTAD_ADMIN_TOKEN to listen on {0} \
-         (a token is generated only on loopback addresses)"
+        "no admin token: set admin_token, QUOTAD_ADMIN_TOKEN or QUOTAD_ADMIN_TOKEN_FILE to \
+         listen on {0} (a token is generated only on loopback addresses)"
     )]
     AdminTokenRequired(SocketAddr),
     /// The Redis settings are unusable.

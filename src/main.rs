@@ -150,6 +150,7 @@ fn print_examples(listen: std::net::SocketAddr, token_source: &str) {
     println!(
         "quotad: listening on {base}. Try it (ADMIN = {token_source}):\n\
          \x20 curl -s -X POST {base}/v1/keys -H \"Authorization: Bearer $ADMIN\" -d '{{\"tier\": \"free\"}}'\n\
+         \x20 export KEY=<the \"key\" of that answer; shown once, only its hash is stored>\n\
          \x20 curl -s -X POST {base}/v1/consume -H \"Authorization: Bearer $KEY\" -d '{{\"endpoint\": \"/hello\"}}'\n\
          \x20 curl -s {base}/v1/quota -H \"Authorization: Bearer $KEY\""
     );
@@ -218,7 +219,8 @@ async fn serve(config: Config) -> ExitCode {
     };
     if let Some(token) = generated {
         // Stdout, once, never through the log.
-        println!("quotad: generated admin token (shown once): {token}");
+        println!("quotad: generated admin token, shown once; paste the next line:");
+        println!("export ADMIN={token}");
     }
     print_examples(config.listen, generated_note(config.admin_token.is_some()));
     let shutdown = CancellationToken::new();

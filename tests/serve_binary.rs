@@ -79,8 +79,9 @@ async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
         .expect("quotad starts");
     let stdout = lines(child.stdout.take().unwrap());
     let stderr = lines(child.stderr.take().unwrap());
-    let token_line = wait_for(&stdout, "admin token");
-    let token = token_line.rsplit(' ').next().unwrap().to_owned();
+    wait_for(&stdout, "generated admin token");
+    let token_line = wait_for(&stdout, "export ADMIN=");
+    let token = token_line.strip_prefix("export ADMIN=").unwrap().to_owned();
     let base = base_url(&stderr);
     let client = reqwest::Client::new();
     let created = client
@@ -104,10 +105,7 @@ async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = stdout.try_iter().collect();
-    assert!(
-        rest.iter().all(|l| !l.contains("admin token")),
-        "printed once"
-    );
+    assert!(rest.iter().all(|l| !l.contains(&token)), "printed once");
     let logs: Vec<String> = stderr.try_iter().collect();
     assert!(
         logs.iter().all(|l| !l.contains(&token)),
