@@ -62,6 +62,29 @@ fn base_url(stderr: &mpsc::Receiver<String>) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// `CONFIG SET maxmemory <bytes>` on `redis` (1 = out of memory for every write).
+fn set_maxmemory(redis: &TestRedis, bytes: &str) {
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(bytes)
+        .query(&mut redis.conn())
+        .unwrap();
+}
+
+/// Polls `/readyz` until it answers 200 (within 15 s) and returns its body.
+async fn ready_body(client: &reqwest::Client, base: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = client.get(format!("{base}/readyz")).send().await.unwrap();
+        if resp.status() == 200 {
+            return resp.json().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .arg("-TERM")
@@ -168,12 +191,7 @@ async fn serve_started_on_an_oom_redis_keeps_running_with_503_and_recovers() {
     let redis = TestRedis::start();
     let engine = common::engine(&redis).await;
     let key = common::new_key(&engine, "free").await;
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1")
-        .query(&mut redis.conn())
-        .unwrap();
+    set_maxmemory(&redis, "1");
     let mut child = quotad(&redis, "127.0.0.1:0")
         .env("QUOTAD_ADMIN_TOKEN", "t")
         .spawn()
@@ -195,21 +213,8 @@ async fn serve_started_on_an_oom_redis_keeps_running_with_503_and_recovers() {
     }
     assert!(child.try_wait().unwrap().is_none(), "quotad must not exit");
 
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("0")
-        .query(&mut redis.conn())
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let body: Value = loop {
-        let resp = client.get(format!("{base}/readyz")).send().await.unwrap();
-        if resp.status() == 200 {
-            break resp.json().await.unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    set_maxmemory(&redis, "0");
+    let body = ready_body(&client, &base).await;
     // The test Redis does not persist: readiness, the gauge and the log say so.
     assert_eq!(body["appendonly"], false);
     assert_eq!(body["writer"], "active");
@@ -257,24 +262,8 @@ async fn serve_started_while_redis_is_down_keeps_running_when_it_comes_back_full
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(child.try_wait().unwrap().is_none(), "quotad must not exit");
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("0")
-        .query(&mut redis.conn())
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
-        assert!(std::time::Instant::now() < deadline, "never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    set_maxmemory(&redis, "0");
+    ready_body(&client, &base).await;
     sigterm(&child);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
