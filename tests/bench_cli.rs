@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use common::serve::{serve_command, ServeChild};
 use common::TestRedis;
 use serde_json::{json, Value};
 
@@ -16,7 +16,7 @@ const ADMIN: &str = "bench-test-admin-token";
 
 /// A `quotad serve` child on 127.0.0.1:0 over its own Redis, killed on drop.
 struct Serve {
-    child: Child,
+    _child: ServeChild,
     base: String,
     _redis: TestRedis,
 }
@@ -25,38 +25,14 @@ impl Serve {
     /// Starts quotad and waits until `/readyz` answers 200.
     async fn start() -> Serve {
         let redis = TestRedis::start();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quotad"))
-            .arg("serve")
-            .env_clear()
-            .env("NO_COLOR", "1")
-            .env("QUOTAD_LISTEN", "127.0.0.1:0")
-            .env("QUOTAD_REDIS_URL", redis.url())
-            .env("QUOTAD_AUDIT_DB", redis.dir().join("audit.db"))
-            .env("QUOTAD_ADMIN_TOKEN", ADMIN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("quotad serve starts");
-        let stderr = lines(child.stderr.take().expect("piped stderr"));
-        let serve = Serve {
-            base: base_url(&stderr),
-            child,
+        let mut cmd = serve_command(&redis, "127.0.0.1:0");
+        cmd.env("QUOTAD_ADMIN_TOKEN", ADMIN).stdout(Stdio::null());
+        let child = ServeChild::spawn(cmd);
+        child.wait_ready().await;
+        Serve {
+            base: child.base.clone(),
+            _child: child,
             _redis: redis,
-        };
-        serve.wait_ready().await;
-        serve
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = reqwest::Client::new();
-        loop {
-            let ready = client.get(format!("{}/readyz", self.base)).send().await;
-            if ready.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "quotad not ready within 20 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -93,45 +69,6 @@ impl Serve {
             .unwrap();
         let text = |f: &str| created[f].as_str().unwrap().to_owned();
         (text("key"), text("key_id"))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Lines of a pipe, delivered through a channel so reads can time out.
-fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// The `http://127.0.0.1:port` quotad logs when it listens.
-fn base_url(stderr: &mpsc::Receiver<String>) -> String {
-    loop {
-        let line = stderr
-            .recv_timeout(Duration::from_secs(20))
-            .expect("quotad logs its address within 20 s");
-        if let Some(rest) = line.split("quotad listening").nth(1) {
-            let port: String = rest
-                .split("127.0.0.1:")
-                .nth(1)
-                .expect("the address is logged")
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            return format!("http://127.0.0.1:{port}");
-        }
     }
 }
 

@@ -3,63 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::serve::{serve_command, wait_for, ServeChild};
 use common::TestRedis;
 use serde_json::{json, Value};
 
-fn quotad(redis: &TestRedis, listen: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quotad"));
-    cmd.arg("serve")
-        .env_clear()
-        .env("NO_COLOR", "1")
-        .env("QUOTAD_LISTEN", listen)
-        .env("QUOTAD_REDIS_URL", redis.url())
-        .env("QUOTAD_AUDIT_DB", redis.dir().join("audit.db"))
-        .env("QUOTAD_SHUTDOWN_GRACE_SECS", "5")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+/// The admin token `t` for a serve command.
+fn with_token(mut cmd: std::process::Command) -> std::process::Command {
+    cmd.env("QUOTAD_ADMIN_TOKEN", "t");
     cmd
-}
-
-/// Lines of a pipe, delivered through a channel so reads can time out.
-fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
-}
-
-/// The `http://127.0.0.1:port` the server logs when it listens.
-fn base_url(stderr: &mpsc::Receiver<String>) -> String {
-    let listening = wait_for(stderr, "quotad listening");
-    let port: String = listening
-        .split("127.0.0.1:")
-        .nth(1)
-        .expect("the address is logged")
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    format!("http://127.0.0.1:{port}")
 }
 
 /// `CONFIG SET maxmemory <bytes>` on `redis` (1 = out of memory for every write).
@@ -85,27 +38,15 @@ async fn ready_body(client: &reqwest::Client, base: &str) -> Value {
     }
 }
 
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill(1) runs");
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
     let redis = TestRedis::start();
-    let mut child = quotad(&redis, "127.0.0.1:0")
-        .spawn()
-        .expect("quotad starts");
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
+    let mut serve = ServeChild::spawn(serve_command(&redis, "127.0.0.1:0"));
+    let stdout = serve.stdout.take().unwrap();
     wait_for(&stdout, "generated admin token");
     let token_line = wait_for(&stdout, "export ADMIN=");
     let token = token_line.strip_prefix("export ADMIN=").unwrap().to_owned();
-    let base = base_url(&stderr);
+    let base = serve.base.clone();
     let client = reqwest::Client::new();
     let created = client
         .post(format!("{base}/v1/keys"))
@@ -124,12 +65,10 @@ async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(consumed.status(), 200);
 
-    sigterm(&child);
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(serve.terminate().code(), Some(0));
     let rest: Vec<String> = stdout.try_iter().collect();
     assert!(rest.iter().all(|l| !l.contains(&token)), "printed once");
-    let logs: Vec<String> = stderr.try_iter().collect();
+    let logs: Vec<String> = serve.stderr.try_iter().collect();
     assert!(
         logs.iter().all(|l| !l.contains(&token)),
         "the token is never logged"
@@ -139,7 +78,9 @@ async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
 #[test]
 fn serve_refuses_a_public_listener_without_an_admin_token() {
     let redis = TestRedis::start();
-    let out = quotad(&redis, "0.0.0.0:0").output().expect("quotad runs");
+    let out = serve_command(&redis, "0.0.0.0:0")
+        .output()
+        .expect("quotad runs");
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("admin_token"), "{stderr}");
@@ -150,12 +91,8 @@ fn serve_refuses_a_public_listener_without_an_admin_token() {
 async fn serve_starts_without_redis_answers_503_and_becomes_ready_when_it_appears() {
     let mut redis = TestRedis::start();
     redis.kill();
-    let mut child = quotad(&redis, "127.0.0.1:0")
-        .env("QUOTAD_ADMIN_TOKEN", "t")
-        .spawn()
-        .expect("quotad starts");
-    let stderr = lines(child.stderr.take().unwrap());
-    let base = base_url(&stderr);
+    let mut serve = ServeChild::spawn(with_token(serve_command(&redis, "127.0.0.1:0")));
+    let base = serve.base.clone();
     let client = reqwest::Client::new();
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
@@ -182,8 +119,7 @@ async fn serve_starts_without_redis_answers_503_and_becomes_ready_when_it_appear
         assert!(std::time::Instant::now() < deadline, "never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    sigterm(&child);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(serve.terminate().code(), Some(0));
 }
 
 #[tokio::test]
@@ -192,12 +128,8 @@ async fn serve_started_on_an_oom_redis_keeps_running_with_503_and_recovers() {
     let engine = common::engine(&redis).await;
     let key = common::new_key(&engine, "free").await;
     set_maxmemory(&redis, "1");
-    let mut child = quotad(&redis, "127.0.0.1:0")
-        .env("QUOTAD_ADMIN_TOKEN", "t")
-        .spawn()
-        .expect("quotad starts");
-    let stderr = lines(child.stderr.take().unwrap());
-    let base = base_url(&stderr);
+    let mut serve = ServeChild::spawn(with_token(serve_command(&redis, "127.0.0.1:0")));
+    let base = serve.base.clone();
     let client = reqwest::Client::new();
     for _ in 0..10 {
         let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
@@ -211,7 +143,7 @@ async fn serve_started_on_an_oom_redis_keeps_running_with_503_and_recovers() {
         assert_eq!(consume.status(), 503);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(child.try_wait().unwrap().is_none(), "quotad must not exit");
+    assert!(serve.exited().is_none(), "quotad must not exit");
 
     set_maxmemory(&redis, "0");
     let body = ready_body(&client, &base).await;
@@ -234,9 +166,8 @@ async fn serve_started_on_an_oom_redis_keeps_running_with_503_and_recovers() {
         .await
         .unwrap();
     assert_eq!(consume.status(), 200);
-    sigterm(&child);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let logs: Vec<String> = stderr.try_iter().collect();
+    assert_eq!(serve.terminate().code(), Some(0));
+    let logs: Vec<String> = serve.stderr.try_iter().collect();
     assert!(
         logs.iter().any(|l| l.contains("without appendonly")),
         "{logs:?}"
@@ -247,12 +178,8 @@ async fn serve_started_on_an_oom_redis_keeps_running_with_503_and_recovers() {
 async fn serve_started_while_redis_is_down_keeps_running_when_it_comes_back_full() {
     let mut redis = TestRedis::with_args(&["--maxmemory", "1"]);
     redis.kill();
-    let mut child = quotad(&redis, "127.0.0.1:0")
-        .env("QUOTAD_ADMIN_TOKEN", "t")
-        .spawn()
-        .expect("quotad starts");
-    let stderr = lines(child.stderr.take().unwrap());
-    let base = base_url(&stderr);
+    let mut serve = ServeChild::spawn(with_token(serve_command(&redis, "127.0.0.1:0")));
+    let base = serve.base.clone();
     let client = reqwest::Client::new();
     redis.restart();
     // Several start retries (one a second) meet an out-of-memory Redis.
@@ -261,9 +188,8 @@ async fn serve_started_while_redis_is_down_keeps_running_when_it_comes_back_full
         assert_eq!(ready.status(), 503);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(child.try_wait().unwrap().is_none(), "quotad must not exit");
+    assert!(serve.exited().is_none(), "quotad must not exit");
     set_maxmemory(&redis, "0");
     ready_body(&client, &base).await;
-    sigterm(&child);
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(serve.terminate().code(), Some(0));
 }

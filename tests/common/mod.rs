@@ -1,6 +1,8 @@
 //! Shared test fixtures: a real `redis-server` per test, and an engine on it.
 #![allow(dead_code)]
 
+pub mod serve;
+
 pub mod tls;
 
 use std::path::{Path, PathBuf};

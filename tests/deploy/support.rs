@@ -1,12 +1,11 @@
 //! Fixtures of the deploy kit tests: promtool, a real Prometheus and a real
 //! `quotad serve`, each in its own temp dir on free ports, killed on drop.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::common::serve::{serve_command, ServeChild};
 use crate::common::TestRedis;
 
 /// The admin token the quotad of these tests accepts.
@@ -63,30 +62,11 @@ pub fn promtool_ok(args: &[&str]) -> String {
     stdout.into_owned()
 }
 
-/// A port nobody listens on right now (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Lines of a pipe through a channel, so reads can time out.
-fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
+pub use crate::common::free_port;
 
 /// `quotad serve` as a process on 127.0.0.1 and a free port, on `redis`.
 pub struct QuotadProcess {
-    child: Child,
+    serve: ServeChild,
     /// `127.0.0.1:port` it listens on.
     pub addr: String,
 }
@@ -94,50 +74,18 @@ pub struct QuotadProcess {
 impl QuotadProcess {
     /// Starts the binary and waits until it logs its address.
     pub fn start(redis: &TestRedis) -> QuotadProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quotad"))
-            .arg("serve")
-            .env_clear()
-            .env("NO_COLOR", "1")
-            .env("QUOTAD_LISTEN", "127.0.0.1:0")
-            .env("QUOTAD_REDIS_URL", redis.url())
-            .env("QUOTAD_AUDIT_DB", redis.dir().join("audit.db"))
-            .env("QUOTAD_ADMIN_TOKEN", ADMIN_TOKEN)
+        let mut cmd = serve_command(redis, "127.0.0.1:0");
+        cmd.env("QUOTAD_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("QUOTAD_SHUTDOWN_GRACE_SECS", "2")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("quotad starts");
-        let stderr = lines(child.stderr.take().expect("stderr is piped"));
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = stderr
-                .recv_timeout(left)
-                .expect("quotad logs `quotad listening` within 60 s");
-            if let Some(rest) = line
-                .split("127.0.0.1:")
-                .nth(1)
-                .filter(|_| line.contains("quotad listening"))
-            {
-                let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                break format!("127.0.0.1:{port}");
-            }
-        };
-        // Keep draining stderr, so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr {});
-        QuotadProcess { child, addr }
+            .stdout(Stdio::null());
+        let serve = ServeChild::spawn(cmd);
+        let addr = serve.base.trim_start_matches("http://").to_owned();
+        QuotadProcess { serve, addr }
     }
 
     /// `http://127.0.0.1:port` + `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-impl Drop for QuotadProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.serve.url(path)
     }
 }
 
