@@ -286,6 +286,7 @@ impl Config {
             max_backlog: self.audit.max_backlog,
             on_backlog: self.audit.on_backlog,
             include_denied: self.audit.include_denied,
+            ..EngineSettings::default()
         }
     }
 }

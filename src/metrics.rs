@@ -23,6 +23,12 @@ pub const AUDIT_RETENTION_DELETED: &str = "quotad_audit_retention_deleted_total"
 pub const TIER_CATALOGUE_MISMATCH: &str = "quotad_tier_catalogue_mismatch";
 /// HTTP requests by `route` and `status`.
 pub const HTTP_REQUESTS: &str = "quotad_http_requests_total";
+/// Decisions per EVALSHA of `lua/consume_batch.lua`.
+pub const BATCH_SIZE: &str = "quotad_batch_size";
+/// Buckets of [`BATCH_SIZE`]: powers of two up to the largest batch.
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 /// 1 when Redis persists (`appendonly yes`), 0 when not; absent when it will not say.
 pub const REDIS_APPENDONLY: &str = "quotad_redis_appendonly";
 
@@ -73,6 +79,7 @@ pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
         "1 when this node's tier catalogue differs from Redis"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
+    describe_histogram!(BATCH_SIZE, "Decisions per EVALSHA of the batch script");
     describe_gauge!(
         REDIS_APPENDONLY,
         "1 when Redis persists with appendonly, 0 when it does not"
