@@ -94,10 +94,10 @@ fn run(entries: usize, synchronous: Synchronous) -> f64 {
     token.cancel();
     runtime.block_on(writer.join()).expect("writer stops");
     let db = rusqlite::Connection::open(&config.db_path).expect("db");
-    let rows: u64 = db
+    let rows: i64 = db
         .query_row("SELECT count(*) FROM audit_records", [], |r| r.get(0))
         .expect("count");
-    assert_eq!(rows, entries as u64, "every entry persisted");
+    assert_eq!(rows, entries as i64, "every entry persisted");
     entries as f64 / elapsed.as_secs_f64()
 }
 

@@ -23,7 +23,7 @@ mod common;
 use quotad::quota::{ApiKey, Catalogue, ConsumeRequest};
 use quotad::store::Store;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 /// Load shape, from arguments or the environment.

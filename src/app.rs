@@ -1,5 +1,6 @@
 //! Wires the store, the engine and the HTTP server, with one shutdown path: a signal
-//! cancels a token, the server stops accepting and drains within the grace period.
+//! cancels a token, the server stops accepting, and the HTTP drain and the audit
+//! writer's last batch share one deadline, the grace period from the signal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::engine::{system_clock, Engine, EngineError, MetaStatus};
 use crate::http::{self, AdminToken, AppState};
 use crate::metrics as m;
 use crate::quota::Catalogue;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// How often a node that started without Redis retries the engine start.
 const START_RETRY: Duration = Duration::from_secs(1);
@@ -25,8 +26,8 @@ const START_RETRY: Duration = Duration::from_secs(1);
 pub enum AppError {
     /// No admin token is configured and the listener is not on loopback.
     #[error(
-        "no admin token: set admin_token or QUOTAD_ADMIN_TOKEN to listen on {0} \
-         (a token is generated only on loopback addresses)"
+        "no admin token: set admin_token, QUOTAD_ADMIN_TOKEN or QUOTAD_ADMIN_TOKEN_FILE to \
+         listen on {0} (a token is generated only on loopback addresses)"
     )]
     AdminTokenRequired(SocketAddr),
     /// The Redis settings are unusable.
@@ -119,11 +120,7 @@ pub async fn serve(
     metrics: PrometheusHandle,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let store = Store::new(
-        &config.redis_url,
-        config.redis_timeout(),
-        config.redis_pool_size,
-    )?;
+    let store = config.store()?;
     let engine = Engine::new(
         store,
         config.catalogue(),
@@ -153,23 +150,36 @@ pub async fn serve(
         started,
     );
     state.audit = reader;
+    state.limits = http::HttpLimits {
+        header_timeout: config.http.header_timeout(),
+        body_timeout: config.http.body_timeout(),
+        max_connections: config.http.max_connections,
+    };
     let state = Arc::new(state);
     let starter =
         (!started).then(|| tokio::spawn(start_engine(engine, state.clone(), shutdown.clone())));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "quotad listening");
     }
+    let open = http::accept(listener, state, shutdown.clone()).await;
+    // One deadline, set at the signal, for the HTTP drain and the writer together: an
+    // orchestrator kills after its own grace period, not after ours twice.
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    if http::run(listener, state, shutdown.clone(), grace).await {
-        tracing::info!("drained; bye");
+    let deadline = tokio::time::Instant::now() + grace;
+    if open.drain(deadline).await {
+        tracing::info!("HTTP drained");
     }
     shutdown.cancel();
     audit_token.cancel();
     if let Some(writer) = writer {
-        match tokio::time::timeout(grace, writer.join()).await {
+        match tokio::time::timeout_at(deadline, writer.join()).await {
             Ok(Ok(())) => tracing::info!("audit writer stopped; its batch is committed"),
             Ok(Err(e)) => tracing::error!(error = %e, "audit writer failed"),
-            Err(_) => tracing::warn!("audit writer did not stop within the grace period"),
+            // Nothing is lost: what it did not acknowledge stays pending for the next start.
+            Err(_) => tracing::warn!(
+                ?grace,
+                "shutdown grace period ran out before the audit writer stopped"
+            ),
         }
     }
     match starter {

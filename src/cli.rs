@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::engine::{Engine, EngineError, KeyUpdate, NewKey};
-use crate::quota::{ApiKey, KeyId};
+use crate::quota::{ApiKey, KeyId, MAX_EXACT_INT};
 
 /// `quotad keys …`: manage keys without the HTTP admin token.
 #[derive(Debug, Subcommand)]
@@ -20,8 +20,8 @@ pub enum KeysCommand {
         /// Use this key instead of generating one (16-256 characters in 0x21-0x7E).
         #[arg(long)]
         key: Option<String>,
-        /// A per-key monthly limit that replaces the tier's.
-        #[arg(long)]
+        /// A per-key monthly limit that replaces the tier's (at most 2^53 - 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(..=MAX_EXACT_INT))]
         monthly_limit: Option<u64>,
     },
     /// Show a key's record and current usage.
@@ -61,6 +61,24 @@ pub enum CliError {
 
 /// Runs one `keys` subcommand and returns the JSON to print.
 pub async fn run_keys(engine: &Engine, cmd: KeysCommand) -> Result<serde_json::Value, CliError> {
+    run(engine, cmd).await.map_err(|e| match e {
+        // A tier named on the command line is an argument like any other.
+        CliError::Engine(EngineError::UnknownTier(tier)) => {
+            CliError::Usage(unknown_tier(engine, &tier))
+        }
+        e => e,
+    })
+}
+
+fn unknown_tier(engine: &Engine, tier: &str) -> String {
+    let known: Vec<&str> = engine.catalogue().iter().map(|(name, _)| name).collect();
+    format!(
+        "unknown tier {tier:?}; the catalogue has {}",
+        known.join(", ")
+    )
+}
+
+async fn run(engine: &Engine, cmd: KeysCommand) -> Result<serde_json::Value, CliError> {
     let update = |key_id: &str, update: KeyUpdate| {
         let engine = engine.clone();
         let id = parse_id(key_id);

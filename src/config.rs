@@ -5,6 +5,17 @@
 //! environment wins. `audit.db_path` keeps the short name `QUOTAD_AUDIT_DB`, and
 //! `QUOTAD_TIERS` takes a TOML table (`free = { monthly_limit = 5 }`) that replaces
 //! the catalogue. The lookup is injected, so tests never touch the process environment.
+//!
+//! A bad setting is refused with its path, where it came from (file and line, or
+//! the variable) and what it expects: `settings` holds the table of known
+//! settings, `overlay` lays the variables over the file, and `source` holds the
+//! spans that lead from an error back to its setting and origin.
+
+mod overlay;
+mod settings;
+mod source;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,9 +23,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::engine::{BacklogPolicy, EngineSettings};
 use crate::quota::{Catalogue, Tier};
+pub use settings::env_name;
+pub use source::Origin;
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -27,25 +41,25 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The config file is not valid TOML.
-    #[error("config file {path} is not valid TOML: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
+    /// A setting is wrong: its path, where its value came from, and what was expected.
+    #[error("{setting} ({origin}): {problem}")]
+    Setting {
+        /// The dotted path, e.g. `audit.max_backlog`.
+        setting: String,
+        /// The file line or the variable.
+        origin: Origin,
+        /// What is wrong, with what was expected (never the value of a secret).
+        problem: String,
+    },
+    /// The config file is not valid TOML at a place that names no setting.
+    #[error("{origin}: {problem}")]
+    Syntax {
+        /// The file line.
+        origin: Origin,
         /// The parser's message.
-        message: String,
+        problem: String,
     },
-    /// An environment variable does not hold the right kind of value.
-    #[error("{var}: expected {expected}, got {value:?}")]
-    Env {
-        /// The variable.
-        var: String,
-        /// What it should hold.
-        expected: &'static str,
-        /// What it holds.
-        value: String,
-    },
-    /// A setting has a wrong type, an unknown name or a value out of range.
+    /// An error toml could not place (it places every error it finds in a document).
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -103,6 +117,65 @@ impl Default for AuditConfig {
     }
 }
 
+/// How decisions are batched (`[batch]`, SPEC §7).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// The most decisions one EVALSHA of `lua/consume_batch.lua` carries.
+    pub max_decisions: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_decisions: 256 }
+    }
+}
+
+/// Settings of the HTTP listener (`[http]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds from accept (or the previous response) to the end of the headers.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive in full.
+    pub body_timeout_secs: u64,
+    /// Open connections past which new ones are refused at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The header timeout as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// The body timeout as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Every setting of `quotad`, with the defaults of the spec.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -115,16 +188,26 @@ pub struct Config {
     pub redis_timeout_ms: u64,
     /// Connections in the request-path pool.
     pub redis_pool_size: u32,
+    /// PEM file of the CA that `rediss://` verifies against (else the system roots).
+    pub redis_ca_file: Option<PathBuf>,
     /// S, the number of shards; fixed per deployment.
     pub shards: u32,
-    /// The admin bearer token.
+    /// The admin bearer token; after [`Config::load`], also one read from `admin_token_file`.
     pub admin_token: Option<String>,
+    /// A file whose first line is the admin token; `admin_token` wins over it.
+    pub admin_token_file: Option<PathBuf>,
     /// How long an allowed decision is kept under its idempotency key.
     pub idempotency_ttl_secs: u64,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Longest a SIGTERM drain may take.
     pub shutdown_grace_secs: u64,
+    /// Text or JSON log lines.
+    pub log_format: LogFormat,
+    /// The HTTP listener.
+    pub http: HttpConfig,
+    /// Batched decisions.
+    pub batch: BatchConfig,
     /// The audit pipeline.
     pub audit: AuditConfig,
     /// The tier catalogue; replaces the defaults when given.
@@ -138,134 +221,64 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_timeout_ms: 250,
             redis_pool_size: 8,
+            redis_ca_file: None,
             shards: 64,
             admin_token: None,
+            admin_token_file: None,
             idempotency_ttl_secs: 86_400,
             max_body_bytes: 65_536,
             shutdown_grace_secs: 10,
+            log_format: LogFormat::Text,
+            http: HttpConfig::default(),
+            batch: BatchConfig::default(),
             audit: AuditConfig::default(),
             tiers: None,
         }
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-}
-
-/// Every scalar setting path and its kind, for the environment overlay.
-const SETTINGS: &[(&str, Kind)] = &[
-    ("listen", Kind::Str),
-    ("redis_url", Kind::Str),
-    ("redis_timeout_ms", Kind::Int),
-    ("redis_pool_size", Kind::Int),
-    ("shards", Kind::Int),
-    ("admin_token", Kind::Str),
-    ("idempotency_ttl_secs", Kind::Int),
-    ("max_body_bytes", Kind::Int),
-    ("shutdown_grace_secs", Kind::Int),
-    ("audit.db_path", Kind::Str),
-    ("audit.writer", Kind::Bool),
-    ("audit.consumer", Kind::Str),
-    ("audit.batch_size", Kind::Int),
-    ("audit.synchronous", Kind::Str),
-    ("audit.max_backlog", Kind::Int),
-    ("audit.on_backlog", Kind::Str),
-    ("audit.include_denied", Kind::Bool),
-    ("audit.claim_idle_secs", Kind::Int),
-    ("audit.retention_interval_secs", Kind::Int),
-];
-
-/// The environment variable of a setting path.
-pub fn env_name(path: &str) -> String {
-    if path == "audit.db_path" {
-        return "QUOTAD_AUDIT_DB".to_owned();
-    }
-    format!("QUOTAD_{}", path.to_uppercase().replace('.', "_"))
-}
-
 impl Config {
-    /// Reads `file` (if any), overlays the variables `env` finds, and validates.
+    /// Reads `file` (if any), overlays the variables `env` finds, validates, and
+    /// reads the admin token from `admin_token_file` when `admin_token` is not set.
     pub fn load(
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut table = match file {
-            Some(path) => read_table(path)?,
-            None => toml::Table::new(),
-        };
-        for (path, kind) in SETTINGS {
-            let var = env_name(path);
-            if let Some(raw) = env(&var) {
-                set_path(&mut table, path, env_value(&var, raw, *kind)?);
+        let text = match file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
             }
-        }
-        if let Some(raw) = env("QUOTAD_TIERS") {
-            let tiers: toml::Table = raw.parse().map_err(|_| ConfigError::Env {
-                var: "QUOTAD_TIERS".to_owned(),
-                expected: "a TOML table such as `free = { monthly_limit = 5 }`",
-                value: raw.clone(),
-            })?;
-            table.insert("tiers".to_owned(), toml::Value::Table(tiers));
-        }
-        let config = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Invalid(e.message().to_owned()))?;
-        config.validate()?;
+            None => None,
+        };
+        let vars = overlay::read_env(env);
+        let (root, sources) = source::merge(file.zip(text.as_deref()), &vars)?;
+        settings::check(&root, &sources)?;
+        let document = toml::de::Deserializer::from(Spanned::new(0..0, root));
+        let mut config = Config::deserialize(document).map_err(|e| sources.de_error(&e))?;
+        config.resolve(&sources)?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let check = |ok: bool, msg: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid(msg.to_owned()))
-            }
+    /// Checks across settings, and the admin token file.
+    fn resolve(&mut self, sources: &source::Sources<'_>) -> Result<(), ConfigError> {
+        let error = |setting: &str, problem: String| ConfigError::Setting {
+            setting: setting.to_owned(),
+            origin: sources.origin_of(setting),
+            problem,
         };
-        check(
-            (1..=999).contains(&self.shards),
-            "shards must be from 1 to 999",
-        )?;
-        check(
-            self.redis_timeout_ms > 0,
-            "redis_timeout_ms must be at least 1",
-        )?;
-        check(
-            self.redis_pool_size > 0,
-            "redis_pool_size must be at least 1",
-        )?;
-        check(
-            self.idempotency_ttl_secs > 0,
-            "idempotency_ttl_secs must be at least 1",
-        )?;
-        check(self.max_body_bytes > 0, "max_body_bytes must be at least 1")?;
-        check(
-            self.audit.batch_size > 0,
-            "audit.batch_size must be at least 1",
-        )?;
-        check(
-            self.audit.max_backlog > 0,
-            "audit.max_backlog must be at least 1",
-        )?;
-        check(
-            !self.audit.consumer.is_empty(),
-            "audit.consumer must not be empty",
-        )?;
-        check(
-            self.audit.retention_interval_secs > 0,
-            "audit.retention_interval_secs must be at least 1",
-        )?;
-        check(
-            self.admin_token.as_ref().is_none_or(|t| !t.is_empty()),
-            "admin_token must not be empty",
-        )?;
-        check(
-            !self.catalogue().is_empty(),
-            "[tiers] must name at least one tier",
-        )
+        if self.tiers.as_ref().is_some_and(BTreeMap::is_empty) {
+            return Err(error("tiers", "expected at least one tier".to_owned()));
+        }
+        if let (None, Some(path)) = (&self.admin_token, &self.admin_token_file) {
+            let token = read_token(path, |problem| error("admin_token_file", problem))?;
+            self.admin_token = Some(token);
+        }
+        Ok(())
     }
 
     /// The tier catalogue: `[tiers]` when given, else the four defaults.
@@ -278,6 +291,17 @@ impl Config {
         Duration::from_millis(self.redis_timeout_ms)
     }
 
+    /// The request-path store: `redis_url` (verified against `redis_ca_file` when
+    /// given), with the request-path timeout and pool size. Connects lazily.
+    pub fn store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        crate::store::Store::with_ca_file(
+            &self.redis_url,
+            self.redis_ca_file.as_deref(),
+            self.redis_timeout(),
+            self.redis_pool_size,
+        )
+    }
+
     /// The engine's part of the settings.
     pub fn engine_settings(&self) -> EngineSettings {
         EngineSettings {
@@ -286,125 +310,22 @@ impl Config {
             max_backlog: self.audit.max_backlog,
             on_backlog: self.audit.on_backlog,
             include_denied: self.audit.include_denied,
-            ..EngineSettings::default()
+            max_batch: self.batch.max_decisions,
         }
     }
 }
 
-fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    text.parse()
-        .map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
-        })
-}
-
-fn env_value(var: &str, raw: String, kind: Kind) -> Result<toml::Value, ConfigError> {
-    let err = |expected| ConfigError::Env {
-        var: var.to_owned(),
-        expected,
-        value: raw.clone(),
-    };
-    match kind {
-        Kind::Str => Ok(toml::Value::String(raw.clone())),
-        Kind::Int => raw
-            .trim()
-            .parse::<i64>()
-            .map(toml::Value::Integer)
-            .map_err(|_| err("an integer")),
-        Kind::Bool => match raw.trim() {
-            "true" | "1" => Ok(toml::Value::Boolean(true)),
-            "false" | "0" => Ok(toml::Value::Boolean(false)),
-            _ => Err(err("true or false")),
-        },
+/// The first line of the token file, trimmed; `fail` names the setting, and the
+/// problem never quotes the file (it holds a secret).
+fn read_token(path: &Path, fail: impl Fn(String) -> ConfigError) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(fail(format!(
+            "expected the admin token on the first line of {}, found none",
+            path.display()
+        )));
     }
-}
-
-fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
-    match path.split_once('.') {
-        None => {
-            table.insert(path.to_owned(), value);
-        }
-        Some((head, rest)) => {
-            let entry = table
-                .entry(head.to_owned())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if !entry.is_table() {
-                *entry = toml::Value::Table(toml::Table::new());
-            }
-            if let toml::Value::Table(inner) = entry {
-                set_path(inner, rest, value);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    #[test]
-    fn defaults_follow_the_spec() {
-        let c = Config::load(None, env(&[])).unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.redis_timeout_ms, 250);
-        assert_eq!(c.shards, 64);
-        assert_eq!(c.audit.db_path, PathBuf::from("quotad-audit.db"));
-        assert_eq!(c.audit.max_backlog, 1_000_000);
-        assert_eq!(c.catalogue(), Catalogue::default());
-    }
-
-    #[test]
-    fn environment_wins_over_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("q.toml");
-        std::fs::write(
-            &file,
-            "shards = 8\n[audit]\nmax_backlog = 5\n[tiers.gold]\nmonthly_limit = 3\nretention_days = 1\n",
-        )
-        .unwrap();
-        let c = Config::load(
-            Some(&file),
-            env(&[
-                ("QUOTAD_AUDIT_MAX_BACKLOG", "7"),
-                ("QUOTAD_AUDIT_DB", "/x.db"),
-                ("QUOTAD_AUDIT_WRITER", "false"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.shards, 8);
-        assert_eq!(c.audit.max_backlog, 7);
-        assert_eq!(c.audit.db_path, PathBuf::from("/x.db"));
-        assert!(!c.audit.writer);
-        assert_eq!(c.catalogue().get("gold").unwrap().monthly_limit, Some(3));
-        assert!(c.catalogue().get("free").is_none());
-    }
-
-    #[test]
-    fn tiers_from_the_environment_and_unlimited_without_limit() {
-        let c = Config::load(None, env(&[("QUOTAD_TIERS", "x = { retention_days = 2 }")])).unwrap();
-        assert_eq!(c.catalogue().get("x").unwrap().monthly_limit, None);
-    }
-
-    #[test]
-    fn bad_values_are_refused_with_the_variable_named() {
-        let err = Config::load(None, env(&[("QUOTAD_SHARDS", "many")])).unwrap_err();
-        assert!(err.to_string().contains("QUOTAD_SHARDS"), "{err}");
-        let err = Config::load(None, env(&[("QUOTAD_AUDIT_ON_BACKLOG", "drop")])).unwrap_err();
-        assert!(err.to_string().contains("drop"), "{err}");
-        assert!(Config::load(None, env(&[("QUOTAD_SHARDS", "0")])).is_err());
-    }
+    Ok(token.to_owned())
 }

@@ -11,6 +11,8 @@
 //! - [`app`]: wires store, engine, HTTP server and audit writer; signals, drain, metrics.
 //! - [`audit`]: the audit writer (shard streams → SQLite), queries and retention.
 //! - [`cli`]: the `keys` admin subcommands.
+//! - [`health`]: `quotad health`, the container health check (no curl needed).
+//! - [`loadtest`]: `quotad bench`, a load tester for any running quotad over HTTP.
 //!
 //! # A consume, end to end
 //!
@@ -34,7 +36,9 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod health;
 pub mod http;
+pub mod loadtest;
 pub mod metrics;
 pub mod quota;
 pub mod store;

@@ -43,6 +43,8 @@ pub const DECISION_OUTCOMES: &[&str] = &[
 ];
 /// Every `kind` of [`REDIS_ERRORS`].
 pub const REDIS_ERROR_KINDS: &[&str] = &["unavailable", "timeout", "command", "reply", "config"];
+/// Connections closed at accept because `http.max_connections` were open.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "quotad_http_connections_refused_total";
 
 /// Histogram buckets for request latencies, in seconds (100 µs to 2.5 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -84,12 +86,17 @@ pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
         REDIS_APPENDONLY,
         "1 when Redis persists with appendonly, 0 when it does not"
     );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "Connections refused at accept because max_connections were open"
+    );
     // Unlabelled series exist from the start, so `rate()` and absence alerts work
     // before the first event.
     for counter in [
         AUDIT_PERSISTED,
         AUDIT_TRIMMED_UNPERSISTED,
         AUDIT_RETENTION_DELETED,
+        HTTP_CONNECTIONS_REFUSED,
     ] {
         metrics::counter!(counter).increment(0);
     }

@@ -119,7 +119,7 @@ async fn readyz_reports_the_catalogue_and_h2c_is_served() {
     let body: Value = common::json_of(app.client.get(app.url("/readyz"))).await;
     assert_eq!(
         body,
-        json!({"status": "ready", "catalogue_mismatch": false})
+        json!({"status": "ready", "catalogue_mismatch": false, "appendonly": false, "writer": "off"})
     );
 
     use http_body_util::{BodyExt, Empty};

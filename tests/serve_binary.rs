@@ -79,8 +79,9 @@ async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
         .expect("quotad starts");
     let stdout = lines(child.stdout.take().unwrap());
     let stderr = lines(child.stderr.take().unwrap());
-    let token_line = wait_for(&stdout, "admin token");
-    let token = token_line.rsplit(' ').next().unwrap().to_owned();
+    wait_for(&stdout, "generated admin token");
+    let token_line = wait_for(&stdout, "export ADMIN=");
+    let token = token_line.strip_prefix("export ADMIN=").unwrap().to_owned();
     let base = base_url(&stderr);
     let client = reqwest::Client::new();
     let created = client
@@ -104,10 +105,7 @@ async fn serve_prints_a_generated_token_once_and_exits_0_on_sigterm() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = stdout.try_iter().collect();
-    assert!(
-        rest.iter().all(|l| !l.contains("admin token")),
-        "printed once"
-    );
+    assert!(rest.iter().all(|l| !l.contains(&token)), "printed once");
     let logs: Vec<String> = stderr.try_iter().collect();
     assert!(
         logs.iter().all(|l| !l.contains(&token)),
@@ -238,4 +236,45 @@ async fn serve_started_on_an_oom_redis_keeps_running_with_503_and_recovers() {
         logs.iter().any(|l| l.contains("without appendonly")),
         "{logs:?}"
     );
+}
+
+#[tokio::test]
+async fn serve_started_while_redis_is_down_keeps_running_when_it_comes_back_full() {
+    let mut redis = TestRedis::with_args(&["--maxmemory", "1"]);
+    redis.kill();
+    let mut child = quotad(&redis, "127.0.0.1:0")
+        .env("QUOTAD_ADMIN_TOKEN", "t")
+        .spawn()
+        .expect("quotad starts");
+    let stderr = lines(child.stderr.take().unwrap());
+    let base = base_url(&stderr);
+    let client = reqwest::Client::new();
+    redis.restart();
+    // Several start retries (one a second) meet an out-of-memory Redis.
+    for _ in 0..15 {
+        let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 503);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "quotad must not exit");
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut redis.conn())
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

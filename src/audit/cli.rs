@@ -116,12 +116,27 @@ fn instant(flag: &str, text: &str) -> Result<DateTime<Utc>, AuditCliError> {
         .map_err(|_| AuditCliError::Usage(format!("{flag} must be an RFC 3339 instant")))
 }
 
-const COLUMNS: &str = "audit_id,key_id,tier,timestamp,endpoint,cost,used_after,outcome,\
-idempotency_key,request,response,error,processing_ms";
+const COLUMNS: [&str; 13] = [
+    "audit_id",
+    "key_id",
+    "tier",
+    "timestamp",
+    "endpoint",
+    "cost",
+    "used_after",
+    "outcome",
+    "idempotency_key",
+    "request",
+    "response",
+    "error",
+    "processing_ms",
+];
 
-/// Writes records as CSV; JSON values are written as JSON text, absent ones empty.
+/// Writes records as CSV (quoted where RFC 4180 needs it, `\n` line ends); JSON values
+/// are written as JSON text, absent ones empty.
 pub fn write_csv(out: &mut dyn Write, records: &[AuditRecord]) -> std::io::Result<()> {
-    writeln!(out, "{COLUMNS}")?;
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(COLUMNS)?;
     for r in records {
         let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
         let fields = [
@@ -139,34 +154,68 @@ pub fn write_csv(out: &mut dyn Write, records: &[AuditRecord]) -> std::io::Resul
             r.error.clone(),
             r.processing_ms.map(|p| p.to_string()),
         ];
-        let line: Vec<String> = fields
-            .iter()
-            .map(|f| csv_field(f.as_deref().unwrap_or("")))
-            .collect();
-        writeln!(out, "{}", line.join(","))?;
+        csv.write_record(fields.iter().map(|f| f.as_deref().unwrap_or("")))?;
     }
-    Ok(())
-}
-
-/// Quotes a field when it holds a comma, quote or line break (RFC 4180).
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
+    csv.flush()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn record(endpoint: &str, request: Option<serde_json::Value>) -> AuditRecord {
+        AuditRecord {
+            audit_id: "q007-1-0".into(),
+            key_id: "0".repeat(32),
+            tier: "free".into(),
+            timestamp: "2026-11-10T12:00:00.000Z".into(),
+            endpoint: endpoint.into(),
+            cost: 2,
+            used_after: 5,
+            outcome: "allowed".into(),
+            idempotency_key: None,
+            request,
+            response: None,
+            error: None,
+            processing_ms: Some(1.5),
+        }
+    }
+
+    fn csv_of(records: &[AuditRecord]) -> String {
+        let mut out = Vec::new();
+        write_csv(&mut out, records).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn csv_quotes_only_when_needed() {
-        assert_eq!(csv_field("/v1/x"), "/v1/x");
+        let json = serde_json::json!({"a": 1, "b": "c"});
+        let text = csv_of(&[record("/v1/x", Some(json))]);
+        let zeros = "0".repeat(32);
         assert_eq!(
-            csv_field(r#"{"a":1,"b":"c"}"#),
-            r#""{""a"":1,""b"":""c""}""#
+            text.lines().nth(1).unwrap(),
+            format!(
+                r#"q007-1-0,{zeros},free,2026-11-10T12:00:00.000Z,/v1/x,2,5,allowed,,"{{""a"":1,""b"":""c""}}",,,1.5"#
+            )
         );
+    }
+
+    #[test]
+    fn csv_of_no_records_is_the_header_line() {
+        let text = csv_of(&[]);
+        assert_eq!(
+            text,
+            "audit_id,key_id,tier,timestamp,endpoint,cost,used_after,outcome,\
+             idempotency_key,request,response,error,processing_ms\n"
+        );
+    }
+
+    #[test]
+    fn csv_fields_with_line_breaks_read_back_whole() {
+        let text = csv_of(&[record("/a,\"b\"\r\nc", None)]);
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(&rows[0][4], "/a,\"b\"\r\nc");
     }
 }

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
-use rand::RngCore;
+use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 405 `method_not_allowed`, with the methods the route takes.
     #[error("method not allowed; this route takes {0}")]
     MethodNotAllowed(&'static str),
+    /// 408 `request_timeout`: the request body did not arrive within `http.body_timeout_secs`.
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
     /// 413 `payload_too_large`: the body is over `max_body_bytes`.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -68,6 +71,7 @@ impl ApiError {
             InvalidApiKey => (StatusCode::FORBIDDEN, "invalid_api_key"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             UnknownTierStored(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unknown_tier"),

@@ -1,6 +1,8 @@
 //! Taking requests apart: the API key, the body within its limit, JSON fields whose
 //! errors name the field, the idempotency key, query parameters.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -12,8 +14,15 @@ use serde_json::{Map, Value};
 use super::ApiError;
 use crate::quota::ApiKey;
 
-/// Reads the whole body, refusing anything over `limit` bytes with 413.
-pub async fn body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body within `timeout`, refusing anything over `limit` bytes with 413
+/// and a body still arriving at the timeout with 408 (a trickled body holds a
+/// connection and a handler).
+pub async fn body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -21,7 +30,10 @@ pub async fn body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<B
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout.as_secs()))?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge(limit))
@@ -115,7 +127,8 @@ pub fn api_key(
         .ok_or(ApiError::MissingApiKey)
 }
 
-/// The `Idempotency-Key` header, with RFC 8941 string quotes stripped.
+/// The `Idempotency-Key` header: the bare key, or an RFC 8941 sf-string whose quotes
+/// are stripped.
 pub fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -124,29 +137,24 @@ pub fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiErro
         ApiError::BadRequest("Idempotency-Key must be 1-255 characters in 0x21-0x7E".into())
     })?;
     let text = text.trim();
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(quoted) => sf_string(quoted).map(Some),
-        None => Ok(Some(text.to_owned())),
+    if text.starts_with('"') {
+        return sf_string(text).map(Some);
     }
+    // Bare keys are kept as sent, not parsed as an sf-token: common keys such as UUIDs
+    // are no tokens (a leading digit reads as an sf-integer). They are checked later
+    // like the body field.
+    Ok(Some(text.to_owned()))
 }
 
-/// The content of an RFC 8941 sf-string: `\"` and `\\` are the only escapes, and a
-/// bare `"` cannot appear.
-fn sf_string(quoted: &str) -> Result<String, ApiError> {
+/// The content of a header that is one RFC 8941 sf-string item; parameters, which no
+/// spec defines for this header, are ignored.
+fn sf_string(field: &str) -> Result<String, ApiError> {
     let bad = || ApiError::BadRequest("Idempotency-Key is not a valid RFC 8941 string".into());
-    let mut out = String::with_capacity(quoted.len());
-    let mut chars = quoted.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some(e @ ('"' | '\\')) => out.push(e),
-                _ => return Err(bad()),
-            },
-            '"' => return Err(bad()),
-            c => out.push(c),
-        }
+    let item: sfv::Item = sfv::Parser::new(field).parse().map_err(|_| bad())?;
+    match item.bare_item {
+        sfv::BareItem::String(s) => Ok(s.into()),
+        _ => Err(bad()),
     }
-    Ok(out)
 }
 
 /// The first value of query parameter `name`, percent-decoded.
@@ -220,7 +228,12 @@ mod tests {
         assert_eq!(idempotency_header(&h).unwrap().as_deref(), Some("abc"));
         let h = headers(&[("idempotency-key", r#""a\"b\\c""#)]);
         assert_eq!(idempotency_header(&h).unwrap().as_deref(), Some(r#"a"b\c"#));
-        for bad in [r#""a\x""#, r#""a"b""#, r#""a\""#] {
+        let uuid = "123e4567-e89b-12d3-a456-426614174000";
+        let h = headers(&[("idempotency-key", uuid)]);
+        assert_eq!(idempotency_header(&h).unwrap().as_deref(), Some(uuid));
+        let h = headers(&[("idempotency-key", r#""abc";v=1"#)]);
+        assert_eq!(idempotency_header(&h).unwrap().as_deref(), Some("abc"));
+        for bad in [r#""a\x""#, r#""a"b""#, r#""a\""#, r#""a", "b""#] {
             let h = headers(&[("idempotency-key", bad)]);
             assert!(idempotency_header(&h).is_err(), "{bad}");
         }

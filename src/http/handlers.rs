@@ -192,6 +192,7 @@ async fn read_json(
     headers: &hyper::HeaderMap,
     body: Incoming,
 ) -> Result<JsonObject, ApiError> {
-    let bytes = extract::body(body, headers, state.max_body_bytes).await?;
+    let timeout = state.limits.body_timeout;
+    let bytes = extract::body(body, headers, state.max_body_bytes, timeout).await?;
     JsonObject::parse(&bytes)
 }

@@ -79,10 +79,14 @@ fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision, secs_to_reset: u64)
         return;
     };
     let window = d.reset_at.length_secs();
-    let policy = format!("\"monthly\";q={limit};w={window}");
-    let current = format!("\"monthly\";r={remaining};t={secs_to_reset}");
-    insert_text(headers, "ratelimit-policy", &policy);
-    insert_text(headers, "ratelimit", &current);
+    let policy = sf_list(&[("monthly", &[("q", limit), ("w", window)])]);
+    let current = sf_list(&[("monthly", &[("r", remaining), ("t", secs_to_reset)])]);
+    // A limit past an sf-integer (15 digits) cannot be written as the draft's fields;
+    // they are left out rather than written malformed. The older trio has no such bound.
+    if let (Some(policy), Some(current)) = (policy, current) {
+        insert_text(headers, "ratelimit-policy", &policy);
+        insert_text(headers, "ratelimit", &current);
+    }
     headers.insert("ratelimit-limit", HeaderValue::from(limit));
     headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
     headers.insert("ratelimit-reset", HeaderValue::from(secs_to_reset));
@@ -101,6 +105,20 @@ fn quota_headers(headers: &mut HeaderMap, d: &Decision, secs_to_reset: u64) {
         headers.insert("x-quota-remaining", HeaderValue::from(remaining));
     }
     headers.insert("x-quota-reset", HeaderValue::from(secs_to_reset));
+}
+
+/// An RFC 8941 list of string items with integer parameters, e.g.
+/// `"monthly";q=1000;w=2592000`; `None` when a name or number cannot be written.
+fn sf_list(items: &[(&str, &[(&str, u64)])]) -> Option<String> {
+    let mut list = sfv::ListSerializer::new();
+    for (name, params) in items {
+        let mut item = list.bare_item(sfv::StringRef::from_str(name).ok()?);
+        for (key, value) in params.iter() {
+            let key = sfv::KeyRef::from_str(key).ok()?;
+            item = item.parameter(key, sfv::Integer::try_from(*value).ok()?);
+        }
+    }
+    list.finish()
 }
 
 /// Inserts a text header; a value that cannot be a header (a strange tier name) is left out.
@@ -137,6 +155,29 @@ mod tests {
         assert_eq!(h["ratelimit-reset"], "172800");
         assert!(h.get(RETRY_AFTER).is_none());
         assert!(h.get("x-quota-key-id").is_none());
+    }
+
+    #[test]
+    fn limits_past_an_sf_integer_leave_out_only_the_structured_fields() {
+        let now = at("2026-11-29T00:00:00Z");
+        let huge = (1 << 53) - 1;
+        let r = decision_response(&decision(Some(huge), 0), now, Answer::CONSUME);
+        let h = r.headers();
+        assert!(h.get("ratelimit-policy").is_none() && h.get("ratelimit").is_none());
+        assert_eq!(h["ratelimit-limit"], huge.to_string().as_str());
+    }
+
+    #[test]
+    fn sf_lists_join_items_and_parameters() {
+        let window: &[(&str, u64)] = &[("q", 10), ("w", 1)];
+        assert_eq!(
+            sf_list(&[("monthly", &[("q", 1000), ("w", 2592000)]), ("1s", window)]).unwrap(),
+            "\"monthly\";q=1000;w=2592000, \"1s\";q=10;w=1"
+        );
+        assert_eq!(
+            sf_list(&[("monthly", &[("q", 1_000_000_000_000_000)])]),
+            None
+        );
     }
 
     #[test]

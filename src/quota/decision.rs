@@ -7,10 +7,10 @@ use super::{KeyId, Period};
 
 /// The largest cost one request may carry.
 pub const MAX_COST: u64 = 1_000_000;
+/// The largest integer quotad stores (2^53 − 1): every stored integer stays exact in a Lua double.
+pub const MAX_EXACT_INT: u64 = (1 << 53) - 1;
 /// The most `request`, `response` and `error` may take together, serialized.
 pub const MAX_AUDIT_EXTRAS_BYTES: usize = 16 * 1024;
-/// The largest integer quotad stores: every stored integer stays exact in a Lua double.
-pub const MAX_EXACT_INT: u64 = (1 << 53) - 1;
 /// The longest endpoint label accepted, in bytes.
 const MAX_ENDPOINT_BYTES: usize = 1024;
 

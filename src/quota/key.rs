@@ -3,7 +3,7 @@
 use std::fmt;
 
 use base64::Engine as _;
-use rand::RngCore;
+use rand::Rng;
 use sha2::{Digest, Sha256};
 
 /// A plaintext API key as presented by an end user. `Debug` never shows it.

@@ -7,6 +7,8 @@ use sha2::{Digest, Sha256};
 
 /// A named plan: a monthly limit (`None` = unlimited) and an audit retention.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// A typo (`monthy_limit`) must not silently make a tier unlimited.
+#[serde(deny_unknown_fields)]
 pub struct Tier {
     /// Units per calendar month; absent means unlimited.
     #[serde(default)]

@@ -1,11 +1,17 @@
 //! The request-path connection pool and the `Store` handle built on it.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, ScriptInvocation};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, FromRedisValue, RedisError, ScriptInvocation,
+    TlsCertificates,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use super::{from_reply, is_unavailable, keys, Scripts, StoreError};
 
@@ -94,8 +100,20 @@ impl std::fmt::Debug for PooledConn {
 
 impl Store {
     /// A store for `url` (`redis://`, `rediss://`, `redis+unix://`); connects lazily.
+    /// `rediss://` verifies the server against the system's root certificates.
     pub fn new(url: &str, timeout: Duration, pool_size: u32) -> Result<Store, StoreError> {
-        let client = Client::open(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        Self::with_ca_file(url, None, timeout, pool_size)
+    }
+
+    /// As [`Store::new`]; with `ca_file` (`redis_ca_file`), `rediss://` verifies the
+    /// server against the PEM certificates in that file instead of the system's roots.
+    pub fn with_ca_file(
+        url: &str,
+        ca_file: Option<&Path>,
+        timeout: Duration,
+        pool_size: u32,
+    ) -> Result<Store, StoreError> {
+        let client = client(url, ca_file)?;
         let manager = RedisManager {
             client: client.clone(),
             timeout,
@@ -261,6 +279,61 @@ impl Store {
         metrics::counter!(crate::metrics::REDIS_ERRORS, "kind" => err.kind()).increment(1);
         err
     }
+}
+
+/// The one client behind the pool, the dedicated connections and the CLI.
+fn client(url: &str, ca_file: Option<&Path>) -> Result<Client, StoreError> {
+    select_crypto_provider();
+    let client = match ca_file {
+        None => Client::open(url).map_err(|e| StoreError::Config(e.to_string()))?,
+        Some(path) => client_trusting(url, path)?,
+    };
+    // Without redis's tls-rustls-insecure feature, `#insecure` fails at every connect
+    // (as a command error, not as unavailable); refuse it once, here.
+    if let ConnectionAddr::TcpTls { insecure: true, .. } = client.get_connection_info().addr() {
+        return Err(StoreError::Config(
+            "redis_url asks for #insecure (no certificate check), which quotad does not \
+             support; give the server's CA as redis_ca_file instead"
+                .into(),
+        ));
+    }
+    Ok(client)
+}
+
+/// A `rediss://` client that verifies the server against the certificates in `path`.
+fn client_trusting(url: &str, path: &Path) -> Result<Client, StoreError> {
+    let ca_error =
+        |why: String| StoreError::Config(format!("redis_ca_file {}: {why}", path.display()));
+    let tls_url = url
+        .get(..9)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"));
+    if !tls_url {
+        return Err(ca_error("is set, but redis_url is not rediss://".into()));
+    }
+    let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+    // redis accepts a file without a single certificate and then trusts nothing, which
+    // would only show as a refused handshake on every connect; refuse it here instead.
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ca_error(format!("not a PEM file ({e})")))?;
+    if certificates.is_empty() {
+        return Err(ca_error("holds no PEM certificate".into()));
+    }
+    let tls = TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Client::build_with_tls(url, tls).map_err(|e| ca_error(e.to_string()))
+}
+
+/// Makes ring rustls's process-wide crypto provider, unless one is already chosen.
+///
+/// rustls picks a provider from its crate features only while exactly one is compiled
+/// in, and panics at the first TLS connect otherwise; a dependency that enables
+/// aws-lc-rs must not turn `rediss://` into a panic.
+fn select_crypto_provider() {
+    // An error means a provider is already installed, which is all that is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 impl PooledConn {

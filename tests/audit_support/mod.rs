@@ -110,8 +110,10 @@ pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// Rows in the audit table.
 pub fn count(db: &Path) -> u64 {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT count(*) FROM audit_records", [], |r| r.get(0))
-        .unwrap()
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM audit_records", [], |r| r.get(0))
+        .unwrap();
+    u64::try_from(rows).expect("a row count is never negative")
 }
 
 /// Every record of `key_id`, newest first, through the reader (all pages).

@@ -1,6 +1,8 @@
 //! Shared test fixtures: a real `redis-server` per test, and an engine on it.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -246,33 +248,7 @@ impl TestApp {
         engine: Engine,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> TestApp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
-        let admin = "test-admin-token".to_owned();
-        let state = quotad::http::AppState::new(
-            engine.clone(),
-            quotad::http::AdminToken::new(&admin),
-            65_536,
-            metrics,
-            true,
-        );
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(quotad::http::run(
-            listener,
-            Arc::new(state),
-            shutdown.clone(),
-            Duration::from_secs(5),
-        ));
-        TestApp {
-            addr,
-            admin,
-            shutdown,
-            server: Some(server),
-            engine,
-            client: reqwest::Client::new(),
-        }
+        Self::with_limits(engine, metrics, quotad::http::HttpLimits::default()).await
     }
 
     /// `http://127.0.0.1:port` + `path`.
@@ -394,6 +370,44 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port on 127.0.0.1")
         .port()
+}
+
+impl TestApp {
+    /// A server over `engine` whose listener has `limits` instead of the defaults.
+    pub async fn with_limits(
+        engine: Engine,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+        limits: quotad::http::HttpLimits,
+    ) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let admin = "test-admin-token".to_owned();
+        let mut state = quotad::http::AppState::new(
+            engine.clone(),
+            quotad::http::AdminToken::new(&admin),
+            65_536,
+            metrics,
+            true,
+        );
+        state.limits = limits;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(quotad::http::run(
+            listener,
+            Arc::new(state),
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        TestApp {
+            addr,
+            admin,
+            shutdown,
+            server: Some(server),
+            engine,
+            client: reqwest::Client::new(),
+        }
+    }
 }
 
 /// Units `id` used in `period`, from its key record's counter fields (or, for a key no
