@@ -56,14 +56,20 @@ async fn run(engine: Engine, mut rx: mpsc::UnboundedReceiver<Job>) {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        // Everything that arrived while the previous batches were in flight.
+        // Everything that arrived while the previous batches were in flight, except
+        // jobs whose caller has given up (timed out): they are never sent, so they
+        // cannot be charged without an answer.
         let mut jobs = Vec::with_capacity(max.min(64));
-        jobs.push(first);
+        jobs.extend(Some(first).filter(|j| !j.reply.is_closed()));
         while jobs.len() < max {
             match rx.try_recv() {
+                Ok(job) if job.reply.is_closed() => {}
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
+        }
+        if jobs.is_empty() {
+            continue;
         }
         let engine = engine.clone();
         tokio::spawn(async move {

@@ -233,7 +233,13 @@ impl Engine {
             reply,
         };
         self.queue().send(job).map_err(|_| queue_gone())?;
-        let verdict = answer.await.map_err(|_| queue_gone())??;
+        // Waiting in the queue counts too: at most one batch ahead plus this one. A job
+        // whose caller gave up is dropped before it is sent (see `batch::run`).
+        let wait = self.store.timeout() * 2;
+        let verdict = match tokio::time::timeout(wait, answer).await {
+            Ok(answer) => answer.map_err(|_| queue_gone())??,
+            Err(_) => return Err(StoreError::Timeout(wait).into()),
+        };
         let period = period_ending_at(verdict.reset_ms)?;
         let limit = u64::try_from(verdict.limit).ok();
         let mut decision = Decision::new(&id, verdict.tier, limit, verdict.used, period);
@@ -259,7 +265,11 @@ impl Engine {
     fn queue(&self) -> &batch::Queue {
         self.queue.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            batch::spawn(self.clone(), rx);
+            // The task's engine has no queue of its own, so it does not keep the sender
+            // alive: the task ends when the last engine handle is dropped.
+            let mut worker = self.clone();
+            worker.queue = Arc::new(OnceLock::new());
+            batch::spawn(worker, rx);
             tx
         })
     }
