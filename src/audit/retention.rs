@@ -26,16 +26,21 @@ pub struct RetentionReport {
     pub unknown_tiers: Vec<String>,
 }
 
-/// The distinct tiers in the table, found by index seeks rather than a scan.
+/// The distinct tiers in the table (label ids), found by seeks on the retention index
+/// rather than a scan, with their names.
 const TIERS: &str = "WITH RECURSIVE t(tier) AS (
-        SELECT MIN(tier) FROM audit_records
+        SELECT MIN(tier) FROM audit_rows
         UNION ALL
-        SELECT (SELECT MIN(tier) FROM audit_records WHERE tier > t.tier) FROM t
+        SELECT (SELECT MIN(tier) FROM audit_rows WHERE tier > t.tier) FROM t
         WHERE t.tier IS NOT NULL)
-    SELECT tier FROM t WHERE tier IS NOT NULL";
+    SELECT t.tier, l.label FROM t JOIN audit_labels l ON l.id = t.tier";
 
-const DELETE: &str = "DELETE FROM audit_records WHERE rowid IN (
-        SELECT rowid FROM audit_records WHERE tier = ?1 AND ts_ms < ?2 LIMIT ?3)";
+/// One small batch: the oldest rows of a tier past its cut-off, found on the retention
+/// index, deleted by primary key.
+const DELETE: &str = "DELETE FROM audit_rows
+    WHERE (key_id, ts_ms, shard, entry_ms, entry_seq, pos) IN (
+        SELECT key_id, ts_ms, shard, entry_ms, entry_seq, pos FROM audit_rows
+        WHERE tier = ?1 AND ts_ms < ?2 LIMIT ?3)";
 
 /// Deletes every record older than its tier's retention as of `now`.
 pub fn purge_expired(
@@ -43,12 +48,12 @@ pub fn purge_expired(
     catalogue: &Catalogue,
     now: DateTime<Utc>,
 ) -> Result<RetentionReport, AuditError> {
-    let tiers: Vec<String> = conn
+    let tiers: Vec<(i64, String)> = conn
         .prepare(TIERS)?
-        .query_map([], |r| r.get(0))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut report = RetentionReport::default();
-    for tier in tiers {
+    for (tier_id, tier) in tiers {
         let Some(days) = catalogue.get(&tier).map(|t| t.retention_days) else {
             report.unknown_tiers.push(tier);
             continue;
@@ -57,7 +62,7 @@ pub fn purge_expired(
         let mut delete = conn.prepare_cached(DELETE)?;
         loop {
             // Autocommit: each batch is its own short transaction.
-            let n = delete.execute(params![tier, cutoff, DELETE_BATCH as i64])?;
+            let n = delete.execute(params![tier_id, cutoff, DELETE_BATCH as i64])?;
             report.deleted += n as u64;
             metrics::counter!(m::AUDIT_RETENTION_DELETED).increment(n as u64);
             if n < DELETE_BATCH {
@@ -65,6 +70,7 @@ pub fn purge_expired(
             }
         }
     }
+    report.unknown_tiers.sort_unstable();
     Ok(report)
 }
 

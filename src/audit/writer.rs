@@ -5,10 +5,10 @@
 //! if any, keyed by `audit_id`; the next start re-reads its own pending entries first,
 //! then claims other consumers' idle ones, so nothing is lost or duplicated.
 //!
-//! A round reads up to `batch_size` entries per shard and queues its batches on the
-//! SQLite thread; the next round is read while they commit. On cancel the round in
-//! hand is committed and acknowledged; what was read ahead stays pending for the
-//! next start.
+//! A round is one XREADGROUP over every shard stream (blocking while they are empty),
+//! its batches queued on the SQLite thread, and one ack call per batch; the next round
+//! is read while they commit. On cancel the round in hand is committed and
+//! acknowledged; what was read ahead stays pending for the next start.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use super::batch::{items, Batch, Item};
 use super::options::{Fault, WriterOptions};
 use super::retention::spawn_retention;
 use super::sink::{Commit, Sink};
-use super::stream::Streams;
+use super::stream::{NewEntries, OneRedis, Read, StreamNames, Streams};
 use super::{schema, AuditError};
 use crate::config::AuditConfig;
 use crate::metrics as m;
@@ -86,17 +86,27 @@ pub async fn spawn_writer_with(
         .await
         .map_err(|e| AuditError::Unavailable(e.to_string()))??;
     let sink = Sink::start(conn)?;
+    let names = StreamNames::new(options.shards);
     let streams = Streams::new(
         store.clone(),
-        options.shards,
+        names.clone(),
         options.consumer.clone(),
         options.redis_timeout,
     );
+    // The blocking read's replies may take the whole BLOCK time on top of the usual.
+    let new = OneRedis::new(
+        store.clone(),
+        names,
+        options.consumer.clone(),
+        options.redis_timeout + options.block,
+    );
     let writer = Writer {
         streams,
+        new: Box::new(new),
         sink,
         options,
         token,
+        per_entry: 1,
     };
     Ok(AuditWriter {
         task: tokio::spawn(writer.run()),
@@ -106,9 +116,13 @@ pub async fn spawn_writer_with(
 
 struct Writer {
     streams: Streams,
+    new: Box<dyn NewEntries>,
     sink: Sink,
     options: WriterOptions,
     token: CancellationToken,
+    /// Records per entry in the last round, so that a read holds about `batch_size`
+    /// records per shard however many records entries carry.
+    per_entry: usize,
 }
 
 /// A batch queued on the sink, waiting for COMMIT before its XACK.
@@ -136,6 +150,7 @@ impl Writer {
                         metrics::counter!(m::REDIS_ERRORS, "kind" => store.kind()).increment(1);
                     }
                     self.streams.reset();
+                    self.new.reset();
                     if self.pause(backoff).await {
                         break;
                     }
@@ -155,15 +170,35 @@ impl Writer {
         }
     }
 
+    /// Entries per shard to ask for in one read.
+    fn count(&self) -> usize {
+        (self.options.batch_size / self.per_entry).clamp(1, self.options.batch_size)
+    }
+
+    /// Learns how many records the entries of a round carry.
+    fn learn(&mut self, items: &[Item]) {
+        let rows: usize = items.iter().map(|i| i.rows.len()).sum();
+        self.per_entry = rows.div_ceil(items.len().max(1)).max(1);
+    }
+
+    /// New entries of every shard, waiting up to `block` while there are none; `None`
+    /// once cancelled (a read cut short leaves its entries pending for the next start).
+    async fn read_new(&self) -> Result<Option<Read>, AuditError> {
+        tokio::select! {
+            biased;
+            _ = self.token.cancelled() => Ok(None),
+            read = self.new.read(self.count(), self.options.block) => Ok(Some(read?)),
+        }
+    }
+
     /// One connected run: own pending entries, then idle ones of others, then new ones.
     async fn session(&mut self) -> Result<(), AuditError> {
         self.streams.connect().await?;
+        self.new.connect().await?;
         self.drain_pending().await?;
         self.claim_idle().await?;
         let mut next_claim = Instant::now() + self.options.claim_idle;
         let mut next_gauge = Instant::now();
-        let mut idle = Duration::ZERO;
-        let starts = vec![Some(">".to_owned()); self.streams.shards()];
         let mut ahead = None;
         while !self.token.is_cancelled() {
             let now = Instant::now();
@@ -177,41 +212,45 @@ impl Writer {
             }
             let read = match ahead.take() {
                 Some(read) => read,
-                None => self.streams.read(&starts, self.options.batch_size).await?,
+                None => match self.read_new().await? {
+                    Some(read) => read,
+                    None => break,
+                },
             };
             let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
             if items.is_empty() {
-                idle = (idle * 2).clamp(Duration::from_millis(1), self.options.max_idle_poll);
-                self.pause(idle).await;
+                // The read waited `block` already: check the timers and read again.
                 continue;
             }
-            idle = Duration::ZERO;
+            self.learn(&items);
             // Read the next round while this one commits; its acks still follow COMMIT.
             let in_flight = self.submit_all(items)?;
-            let (next, done) = tokio::join!(
-                self.streams.read(&starts, self.options.batch_size),
-                self.finish_all(in_flight),
-            );
+            let (next, done) = tokio::join!(self.read_new(), self.finish_all(in_flight));
             done?;
-            ahead = Some(next?);
+            ahead = next?;
         }
         Ok(())
     }
 
-    /// Re-reads this consumer's pending entries (from id 0) until none are left.
-    async fn drain_pending(&self) -> Result<(), AuditError> {
+    /// Re-reads this consumer's pending entries (from id 0) until none are left, with
+    /// one XREADGROUP per round over the shards that still have some.
+    async fn drain_pending(&mut self) -> Result<(), AuditError> {
         let mut starts = vec![Some("0".to_owned()); self.streams.shards()];
         while starts.iter().any(Option::is_some) && !self.token.is_cancelled() {
-            let read = self.streams.read(&starts, self.options.batch_size).await?;
+            let read = self.streams.read_pending(&starts, self.count()).await?;
+            // A shard missing from the reply, or answering nothing, is done.
+            let mut next = vec![None; starts.len()];
             for (s, entries) in &read {
-                starts[*s] = entries.last().map(|e| e.id.clone());
+                next[*s] = entries.last().map(|e| e.id.clone());
             }
+            starts = next;
             let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
             if !items.is_empty() {
                 tracing::info!(
                     entries = items.len(),
                     "audit writer recovering its pending entries"
                 );
+                self.learn(&items);
                 self.persist(items).await?;
             }
         }
@@ -251,7 +290,7 @@ impl Writer {
         let mut items = items.into_iter().peekable();
         let mut batches = Vec::new();
         while items.peek().is_some() {
-            let batch = Batch::from_items(items.by_ref().take(self.options.batch_size));
+            let batch = Batch::take(&mut items, self.options.batch_size);
             if self.options.fault == Some(Fault::BeforeCommit) && !batch.rows.is_empty() {
                 return Err(AuditError::Fault(Fault::BeforeCommit));
             }

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::TestRedis;
 
-/// Writer options for tests: quick polls, `consumer`, the engine's shard count.
+/// Writer options for tests: `consumer`, the engine's shard count, otherwise the
+/// defaults (new entries wake a blocked read at once; timers wait at most `block`).
 pub fn options(engine: &Engine, db: &Path, consumer: &str) -> WriterOptions {
     let config = AuditConfig {
         db_path: db.to_path_buf(),
@@ -21,9 +22,7 @@ pub fn options(engine: &Engine, db: &Path, consumer: &str) -> WriterOptions {
         synchronous: Synchronous::Normal,
         ..AuditConfig::default()
     };
-    let mut options = WriterOptions::new(engine.settings().shards, &config);
-    options.max_idle_poll = Duration::from_millis(10);
-    options
+    WriterOptions::new(engine.settings().shards, &config)
 }
 
 /// A running writer and the token that stops it.
