@@ -124,10 +124,9 @@ fn v2(shard: u32, entry: EntryId, fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Decod
             .filter(|&p| p > 0);
         let Some(pos) = pos else {
             let name = String::from_utf8_lossy(name).into_owned();
-            decoded.unreadable.push((
-                AuditId::new(shard, entry, 0),
-                Unreadable::BadPosition(name),
-            ));
+            decoded
+                .unreadable
+                .push((AuditId::new(shard, entry, 0), Unreadable::BadPosition(name)));
             continue;
         };
         let id = AuditId::new(shard, entry, pos);
@@ -143,10 +142,7 @@ fn v2(shard: u32, entry: EntryId, fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Decod
 fn subfields(value: &[u8]) -> Result<[&[u8]; SUBFIELDS], Unreadable> {
     let mut parts: [&[u8]; SUBFIELDS] = [&[]; SUBFIELDS];
     let mut found = 0;
-    for (slot, part) in parts
-        .iter_mut()
-        .zip(value.split(|&b| b == UNIT_SEPARATOR))
-    {
+    for (slot, part) in parts.iter_mut().zip(value.split(|&b| b == UNIT_SEPARATOR)) {
         *slot = part;
         found += 1;
     }
@@ -265,7 +261,10 @@ mod tests {
             ("used_after", "10"),
             ("outcome", "allowed"),
             ("idem", ""),
-            ("extras", r#"{"request":{"a":1},"processing_ms":2.5,"response":null}"#),
+            (
+                "extras",
+                r#"{"request":{"a":1},"processing_ms":2.5,"response":null}"#,
+            ),
         ]);
         let d = decode(7, entry(), &f).unwrap();
         let row = &d.rows[0];
@@ -283,7 +282,10 @@ mod tests {
     #[test]
     fn a_missing_v1_field_is_named() {
         let f = fields(&[("key_id", KEY)]);
-        assert_eq!(decode(1, entry(), &f).unwrap_err(), Unreadable::Missing("ts"));
+        assert_eq!(
+            decode(1, entry(), &f).unwrap_err(),
+            Unreadable::Missing("ts")
+        );
     }
 
     #[test]
@@ -344,8 +346,16 @@ mod tests {
     #[test]
     fn key_ids_must_be_lowercase_hex() {
         assert!(key_bytes(KEY.as_bytes()).is_ok());
-        for bad in [&KEY.to_uppercase(), &KEY[1..], "zz23456789abcdef0123456789abcdef"] {
-            assert_eq!(key_bytes(bad.as_bytes()), Err(Unreadable::BadKeyId), "{bad}");
+        for bad in [
+            &KEY.to_uppercase(),
+            &KEY[1..],
+            "zz23456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(
+                key_bytes(bad.as_bytes()),
+                Err(Unreadable::BadKeyId),
+                "{bad}"
+            );
         }
     }
 

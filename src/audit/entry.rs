@@ -56,9 +56,12 @@ fn entries(value: Value) -> Result<Vec<Entry>, StoreError> {
         .collect()
 }
 
+/// Entries by stream name.
+pub(crate) type ByStream = Vec<(Vec<u8>, Vec<Entry>)>;
+
 /// The entries of an XREADGROUP over any number of streams, by stream name; a stream
 /// with nothing to deliver may be absent (nil = nothing new anywhere).
-pub(crate) fn read_reply(value: Value) -> Result<Vec<(Vec<u8>, Vec<Entry>)>, StoreError> {
+pub(crate) fn read_reply(value: Value) -> Result<ByStream, StoreError> {
     // RESP3 answers a map of stream name to entries, RESP2 an array of pairs.
     let pairs: Vec<(Value, Value)> = match value {
         Value::Map(pairs) => pairs,
@@ -135,7 +138,10 @@ mod tests {
     #[test]
     fn a_resp3_map_names_each_stream() {
         let reply = Value::Map(vec![
-            (s("x"), Value::Array(vec![Value::Array(vec![s("1-0"), Value::Nil])])),
+            (
+                s("x"),
+                Value::Array(vec![Value::Array(vec![s("1-0"), Value::Nil])]),
+            ),
             (s("y"), Value::Array(vec![])),
         ]);
         let got = read_reply(reply).unwrap();

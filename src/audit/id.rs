@@ -105,7 +105,10 @@ mod tests {
             assert_eq!(id.to_string(), text);
         }
         let id = AuditId::parse("q007-1764272474123-0.3").unwrap();
-        assert_eq!((id.shard, id.ms, id.seq, id.pos), (7, 1_764_272_474_123, 0, 3));
+        assert_eq!(
+            (id.shard, id.ms, id.seq, id.pos),
+            (7, 1_764_272_474_123, 0, 3)
+        );
         assert_eq!(AuditId::parse("q007-1-0").unwrap().pos, 0);
     }
 

@@ -102,7 +102,10 @@ fn compact_rows(conn: &Connection) -> Result<(), AuditError> {
     drop(rows);
     drop(old);
     conn.execute_batch(&format!("DROP TABLE audit_records; {V2_VIEW};"))?;
-    tracing::info!(rows = copied, "audit records copied into the compact schema");
+    tracing::info!(
+        rows = copied,
+        "audit records copied into the compact schema"
+    );
     Ok(())
 }
 

@@ -95,10 +95,14 @@ impl Commit {
     }
 }
 
-fn commit(conn: &mut Connection, labels: &mut Labels, rows: &mut [Row]) -> Result<usize, AuditError> {
+fn commit(
+    conn: &mut Connection,
+    labels: &mut Labels,
+    rows: &mut [Row],
+) -> Result<usize, AuditError> {
     // In key order the inserts walk the table's B-tree from left to right, touching
     // each page once per batch instead of jumping between keys.
-    rows.sort_unstable_by(|a, b| (a.key_id, a.ts_ms, a.id).cmp(&(b.key_id, b.ts_ms, b.id)));
+    rows.sort_unstable_by_key(|r| (r.key_id, r.ts_ms, r.id));
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut inserted = 0;
     for row in rows.iter() {

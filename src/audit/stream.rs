@@ -83,7 +83,11 @@ fn xreadgroup(
     starts: &[(usize, &str)],
 ) -> redis::Cmd {
     let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP").arg(GROUP).arg(consumer).arg("COUNT").arg(count);
+    cmd.arg("GROUP")
+        .arg(GROUP)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count);
     if let Some(block) = block {
         // BLOCK 0 would wait forever.
         cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);

@@ -64,7 +64,11 @@ impl Labels {
 }
 
 /// Inserts `row` unless it is already there; true when it was new.
-pub(crate) fn insert(conn: &Connection, labels: &mut Labels, row: &Row) -> Result<bool, AuditError> {
+pub(crate) fn insert(
+    conn: &Connection,
+    labels: &mut Labels,
+    row: &Row,
+) -> Result<bool, AuditError> {
     let tier = labels.id(conn, &row.tier)?;
     let outcome = labels.id(conn, &row.outcome)?;
     let mut stmt = conn.prepare_cached(INSERT)?;
