@@ -29,12 +29,16 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// Takes whole entries from `items` until the batch holds `size` rows or `size`
-    /// entries (an entry's records are never split over two transactions).
-    pub fn take(items: &mut std::iter::Peekable<impl Iterator<Item = Item>>, size: usize) -> Batch {
+    /// Takes whole entries from `items` until the batch holds `max_entries` entries or
+    /// `max_rows` rows (an entry's records are never split over two transactions).
+    pub fn take(
+        items: &mut std::iter::Peekable<impl Iterator<Item = Item>>,
+        max_entries: usize,
+        max_rows: usize,
+    ) -> Batch {
         let mut acks: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         let (mut rows, mut entries) = (Vec::new(), 0);
-        while let Some(item) = items.next_if(|_| rows.len() < size && entries < size) {
+        while let Some(item) = items.next_if(|_| rows.len() < max_rows && entries < max_entries) {
             acks.entry(item.shard).or_default().push(item.id);
             rows.extend(item.rows);
             entries += 1;
