@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use super::decode::key_bytes;
 use super::id::AuditId;
 use super::record::Row;
-use super::table::{insert, Labels};
+use super::table::{insert_rows, Labels};
 use super::AuditError;
 use crate::config::Synchronous;
 
@@ -32,9 +32,11 @@ const V1: &str = "CREATE TABLE audit_records (
     CREATE INDEX audit_by_key_time ON audit_records (key_id, ts_ms DESC, seq DESC);
     CREATE INDEX audit_by_tier_time ON audit_records (tier, ts_ms);";
 
-/// Schema 2: compact rows in two B-trees. The table is clustered on the query's access
-/// path (one key's records in time order, then stream order), so a page of a key's
-/// records is one range of it; the index serves retention (a tier, older than a cut-off).
+/// Schema 2: compact rows in one B-tree, clustered on the query's access path (one key's
+/// records in time order, then stream order), so a page of a key's records is one range
+/// of it. Retention finds what a tier has per day and key in `audit_days`, one small row
+/// per (tier, UTC day, key) rather than an index entry per record: measured, such an
+/// index cost a quarter of the writer's SQLite time and 47 bytes per record.
 const V2: &str = "CREATE TABLE audit_labels (
         id    INTEGER PRIMARY KEY,
         label TEXT NOT NULL UNIQUE
@@ -58,7 +60,12 @@ const V2: &str = "CREATE TABLE audit_labels (
         processing_ms   REAL,
         PRIMARY KEY (key_id, ts_ms, shard, entry_ms, entry_seq, pos)
     ) WITHOUT ROWID;
-    CREATE INDEX audit_rows_by_tier_time ON audit_rows (tier, ts_ms);";
+    CREATE TABLE audit_days (
+        tier   INTEGER NOT NULL,  -- audit_labels.id
+        day    INTEGER NOT NULL,  -- ts_ms / 86,400,000: the UTC day
+        key_id BLOB NOT NULL,
+        PRIMARY KEY (tier, day, key_id)
+    ) WITHOUT ROWID;";
 
 /// Schema 2 keeps schema 1's table name as a view in the old shape (text ids, labels),
 /// for operators with the sqlite3 shell and for scripts written against version 1.
@@ -71,6 +78,9 @@ const V2_VIEW: &str = "CREATE VIEW audit_records AS SELECT
         (SELECT label FROM audit_labels WHERE id = r.outcome) AS outcome,
         r.idempotency_key, r.request, r.response, r.error, r.processing_ms
     FROM audit_rows r";
+
+/// Rows copied per call while migrating (bounded memory, sorted day summaries).
+const COPY_CHUNK: usize = 10_000;
 
 /// One forward step of the schema.
 enum Migration {
@@ -94,10 +104,20 @@ fn compact_rows(conn: &Connection) -> Result<(), AuditError> {
         FROM audit_records ORDER BY seq",
     )?;
     let mut rows = old.query([])?;
-    let mut copied = 0u64;
-    while let Some(r) = rows.next()? {
-        insert(conn, &mut labels, &v1_row(r)?)?;
-        copied += 1;
+    let (mut copied, mut chunk) = (0, Vec::with_capacity(COPY_CHUNK));
+    loop {
+        let next = rows.next()?;
+        let done = next.is_none();
+        if let Some(r) = next {
+            chunk.push(v1_row(r)?);
+        }
+        if chunk.len() == COPY_CHUNK || (done && !chunk.is_empty()) {
+            copied += insert_rows(conn, &mut labels, &chunk)?;
+            chunk.clear();
+        }
+        if done {
+            break;
+        }
     }
     drop(rows);
     drop(old);

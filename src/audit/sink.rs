@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::record::Row;
-use super::table::{insert, Labels};
+use super::table::{insert_rows, Labels};
 use super::AuditError;
 
 struct Job {
@@ -104,10 +104,7 @@ fn commit(
     // each page once per batch instead of jumping between keys.
     rows.sort_unstable_by_key(|r| (r.key_id, r.ts_ms, r.id));
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut inserted = 0;
-    for row in rows.iter() {
-        inserted += usize::from(insert(&tx, labels, row)?);
-    }
+    let inserted = insert_rows(&tx, labels, rows)?;
     tx.commit()?;
     Ok(inserted)
 }

@@ -132,7 +132,6 @@ struct Writer {
     per_entry: AtomicUsize,
 }
 
-
 /// Where the reader hands batches to the acker, and the records it may have in flight.
 struct Sender {
     queue: mpsc::UnboundedSender<InFlight>,
