@@ -94,8 +94,10 @@ async fn main() {
     }
 }
 
-/// The engine's own consume EVALSHA through the same pool, without the engine around it.
+/// The engine's own EVALSHA of a batch of one through the same pool, without the
+/// engine (and its batching) around it.
 async fn raw_consume(engine: &Engine, key: &ApiKey, request: &ConsumeRequest) {
-    let inv = engine.consume_invocation(&key.id(), request, chrono::Utc::now());
+    let id = key.id();
+    let inv = engine.batch_invocation(&[(&id, request)], chrono::Utc::now());
     let _: redis::Value = engine.store().invoke(&inv).await.expect("raw EVALSHA");
 }

@@ -228,7 +228,8 @@ async fn raw_worker(
         let req =
             ConsumeRequest::new(1, "/bench".into(), Some(idem), Default::default()).expect("valid");
         let t = Instant::now();
-        let inv = engine.consume_invocation(&keys[key].id(), &req, chrono::Utc::now());
+        let id = keys[key].id();
+        let inv = engine.batch_invocation(&[(&id, &req)], chrono::Utc::now());
         let reply: Result<redis::Value, _> = inv.invoke_async(&mut conn).await;
         hist.saturating_record(t.elapsed().as_micros() as u64);
         errors += u64::from(reply.is_err());

@@ -70,6 +70,7 @@ pub fn install_metrics(catalogue: &Catalogue) -> Result<PrometheusHandle, BuildE
             Matcher::Full(m::AUDIT_BATCH_DURATION.to_owned()),
             m::LATENCY_BUCKETS,
         )?
+        .set_buckets_for_metric(Matcher::Full(m::BATCH_SIZE.to_owned()), m::BATCH_BUCKETS)?
         .install_recorder()?;
     m::describe(catalogue.iter().map(|(name, _)| name));
     Ok(handle)

@@ -117,6 +117,20 @@ impl Default for AuditConfig {
     }
 }
 
+/// How decisions are batched (`[batch]`, SPEC §7).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// The most decisions one EVALSHA of `lua/consume_batch.lua` carries.
+    pub max_decisions: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_decisions: 256 }
+    }
+}
+
 /// Settings of the HTTP listener (`[http]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -192,6 +206,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// The HTTP listener.
     pub http: HttpConfig,
+    /// Batched decisions.
+    pub batch: BatchConfig,
     /// The audit pipeline.
     pub audit: AuditConfig,
     /// The tier catalogue; replaces the defaults when given.
@@ -214,6 +230,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             log_format: LogFormat::Text,
             http: HttpConfig::default(),
+            batch: BatchConfig::default(),
             audit: AuditConfig::default(),
             tiers: None,
         }
@@ -293,6 +310,7 @@ impl Config {
             max_backlog: self.audit.max_backlog,
             on_backlog: self.audit.on_backlog,
             include_denied: self.audit.include_denied,
+            max_batch: self.batch.max_decisions,
         }
     }
 }

@@ -19,10 +19,18 @@ pub const AUDIT_BATCH_DURATION: &str = "quotad_audit_batch_duration_seconds";
 pub const AUDIT_TRIMMED_UNPERSISTED: &str = "quotad_audit_trimmed_unpersisted_total";
 /// Audit records deleted by the retention job.
 pub const AUDIT_RETENTION_DELETED: &str = "quotad_audit_retention_deleted_total";
+/// Audit entries (or records of one) acknowledged without a row because they cannot be read.
+pub const AUDIT_UNREADABLE: &str = "quotad_audit_unreadable_total";
 /// 1 when this node's tier catalogue differs from the one recorded in Redis.
 pub const TIER_CATALOGUE_MISMATCH: &str = "quotad_tier_catalogue_mismatch";
 /// HTTP requests by `route` and `status`.
 pub const HTTP_REQUESTS: &str = "quotad_http_requests_total";
+/// Decisions per EVALSHA of `lua/consume_batch.lua`.
+pub const BATCH_SIZE: &str = "quotad_batch_size";
+/// Buckets of [`BATCH_SIZE`]: powers of two up to the largest batch.
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 /// 1 when Redis persists (`appendonly yes`), 0 when not; absent when it will not say.
 pub const REDIS_APPENDONLY: &str = "quotad_redis_appendonly";
 
@@ -70,11 +78,16 @@ pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
         AUDIT_RETENTION_DELETED,
         "Audit records deleted by retention"
     );
+    describe_counter!(
+        AUDIT_UNREADABLE,
+        "Audit entries or records that could not be read, acknowledged without a row"
+    );
     describe_gauge!(
         TIER_CATALOGUE_MISMATCH,
         "1 when this node's tier catalogue differs from Redis"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
+    describe_histogram!(BATCH_SIZE, "Decisions per EVALSHA of the batch script");
     describe_gauge!(
         REDIS_APPENDONLY,
         "1 when Redis persists with appendonly, 0 when it does not"
@@ -90,6 +103,7 @@ pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
         AUDIT_TRIMMED_UNPERSISTED,
         AUDIT_RETENTION_DELETED,
         HTTP_CONNECTIONS_REFUSED,
+        AUDIT_UNREADABLE,
     ] {
         metrics::counter!(counter).increment(0);
     }

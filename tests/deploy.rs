@@ -21,10 +21,9 @@ mod support;
 /// each with the issue that adds it. The live test asserts that each is really absent:
 /// remove a name when its feature lands.
 const NOT_YET_EXPORTED: &[&str] = &[
-    "quotad_batch_size",               // issue 8: batched decisions
-    "quotad_audit_writer_active",      // issue 9: one audit writer per deployment
-    "quotad_rate_limited_total",       // issue 10: rate limits
-    "quotad_threshold_events_total",   // issue 11: threshold alerts
+    "quotad_audit_writer_active", // issue 9: one audit writer per deployment
+    "quotad_rate_limited_total",  // issue 10: rate limits
+    "quotad_threshold_events_total", // issue 11: threshold alerts
     "quotad_webhook_deliveries_total", // issue 11: webhook deliveries
-    "quotad_reservations_total",       // issue 11: reserve and settle
+    "quotad_reservations_total",  // issue 11: reserve and settle
 ];

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use common::{engine, engine_with, new_key, new_key_with, TestRedis};
 use quotad::engine::{Engine, EngineError, EngineSettings, KeyUpdate};
 use quotad::quota::{ApiKey, AuditExtras, ConsumeRequest, Decision, Period};
-use redis::Commands;
 
 /// Runs `total` consumes of `cost` spread over `tasks` tasks, alternating engines.
 async fn hammer(
@@ -38,16 +37,15 @@ async fn hammer(
     all
 }
 
+/// The key's counter in Redis and the number of audit records it has there.
 fn counter(redis: &TestRedis, engine: &Engine, key: &ApiKey) -> (u64, usize) {
     let id = key.id();
-    let shard = id.shard(engine.settings().shards);
     let period = Period::containing(engine.now());
-    let mut conn = redis.conn();
-    let used: u64 = conn
-        .get(quotad::store::keys::usage(shard, &id, period))
-        .unwrap();
-    let entries: usize = conn.xlen(quotad::store::keys::audit_stream(shard)).unwrap();
-    (used, entries)
+    let records = common::audit_records(redis)
+        .iter()
+        .filter(|r| r.get("key_id").map(String::as_str) == Some(id.as_str()))
+        .count();
+    (common::used_in_redis(redis, &id, period), records)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

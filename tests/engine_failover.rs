@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use common::{engine, new_key, TestRedis};
 use quotad::engine::EngineError;
 use quotad::quota::{AuditExtras, ConsumeRequest};
-use redis::Commands;
 
 const TIMEOUT: Duration = Duration::from_millis(250);
 /// A failing call returns on its own, bounded by the timeout rather than hanging. The
@@ -27,7 +26,8 @@ fn assert_unavailable(result: Result<quotad::quota::Decision, EngineError>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_is_unavailable_in_time_and_back_works_without_a_new_engine() {
-    let mut redis = TestRedis::with_args(&["--appendonly", "yes"]);
+    // fsync on every write: the key must survive the kill for the test to mean anything.
+    let mut redis = TestRedis::with_args(&["--appendonly", "yes", "--appendfsync", "always"]);
     let engine = engine(&redis).await;
     let key = new_key(&engine, "free").await;
     let req = ConsumeRequest::simple(1, "/").unwrap();
@@ -44,7 +44,7 @@ async fn redis_killed_is_unavailable_in_time_and_back_works_without_a_new_engine
     redis.restart();
     let scripts: Vec<bool> = redis::cmd("SCRIPT")
         .arg("EXISTS")
-        .arg(redis::Script::new(include_str!("../lua/consume.lua")).get_hash())
+        .arg(redis::Script::new(include_str!("../lua/consume_batch.lua")).get_hash())
         .query(&mut redis.conn())
         .unwrap();
     assert_eq!(scripts, vec![false]);
@@ -95,13 +95,8 @@ async fn a_frozen_redis_times_out_and_the_retry_with_the_same_key_charges_once()
     let d = d.expect("Redis answers again");
     assert!(d.allowed);
     assert_eq!(d.used, 1);
-    let id = key.id();
     let period = quotad::quota::Period::containing(engine.now());
-    let used: u64 = redis
-        .conn()
-        .get(quotad::store::keys::usage(id.shard(64), &id, period))
-        .unwrap();
-    assert_eq!(used, 1);
+    assert_eq!(common::used_in_redis(&redis, &key.id(), period), 1);
 }
 
 #[tokio::test]

@@ -191,9 +191,17 @@ async fn month_rollover_uses_a_new_counter_and_the_right_reset() {
     let d = engine.consume(&key, &one()).await.unwrap();
     assert_eq!((d.allowed, d.used), (true, 1));
     assert_eq!(d.reset_at.reset_at_string(), "2027-01-01T00:00:00Z");
+    // The counters live in the key record: this month's, and last month's beside it.
     let id = key.id();
-    let keys: Vec<String> = redis.conn().keys(format!("quotad:*:use:{id}:*")).unwrap();
-    assert_eq!(keys.len(), 2, "{keys:?}");
+    let record: std::collections::HashMap<String, String> = redis
+        .conn()
+        .hgetall(quotad::store::keys::record(id.shard(64), &id))
+        .unwrap();
+    let field = |f: &str| record.get(f).map(String::as_str);
+    assert_eq!(field("period"), Some("2026-12"));
+    assert_eq!(field("used"), Some("1"));
+    assert_eq!(field("prev_period"), Some("2026-11"));
+    assert_eq!(field("prev_used"), Some("1"));
 }
 
 #[tokio::test]
@@ -218,7 +226,7 @@ async fn reset_at_is_right_for_every_month_length() {
 }
 
 #[tokio::test]
-async fn every_counter_has_a_ttl_and_no_plaintext_key_is_stored() {
+async fn counters_live_in_key_records_idempotency_entries_expire_and_no_plaintext_key_is_stored() {
     let redis = TestRedis::start();
     let engine = engine(&redis).await;
     let mut keys = Vec::new();
@@ -235,11 +243,19 @@ async fn every_counter_has_a_ttl_and_no_plaintext_key_is_stored() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let counters: Vec<&String> = all.iter().filter(|k| k.contains(":use:")).collect();
-    assert_eq!(counters.len(), 3);
-    for k in &counters {
+    assert!(!all.iter().any(|k| k.contains(":use:")), "{all:?}");
+    for key in &keys {
+        let id = key.id();
+        let used: Option<String> = conn
+            .hget(quotad::store::keys::record(id.shard(64), &id), "used")
+            .unwrap();
+        assert_eq!(used.as_deref(), Some("1"));
+    }
+    let idem: Vec<&String> = all.iter().filter(|k| k.contains(":idem:")).collect();
+    assert_eq!(idem.len(), 3);
+    for k in &idem {
         let pttl: i64 = conn.pttl(*k).unwrap();
-        assert!(pttl > 35 * 86_400 * 1000, "{k} has PTTL {pttl}");
+        assert!(pttl > 0 && pttl <= 86_400 * 1000, "{k} has PTTL {pttl}");
     }
     for name in &all {
         let dump: Vec<u8> = redis::cmd("DUMP").arg(name).query(&mut conn).unwrap();

@@ -235,26 +235,12 @@ async fn authorize_sets_x_quota_headers_takes_the_endpoint_and_maps_denials() {
     assert!(resp.headers().get("ratelimit").is_none());
 }
 
-/// One field of every entry of every audit stream, in stream order.
+/// One field of every audit record, in stream order.
 fn stream_field(redis: &TestRedis, field: &str) -> Vec<String> {
-    let mut conn = redis.conn();
-    let streams: Vec<String> = redis::cmd("KEYS")
-        .arg("quotad:*:audit")
-        .query(&mut conn)
-        .unwrap();
-    let mut out = Vec::new();
-    for stream in streams {
-        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&stream)
-            .arg("-")
-            .arg("+")
-            .query(&mut conn)
-            .unwrap();
-        for entry in entries.ids {
-            out.push(entry.get::<String>(field).unwrap_or_default());
-        }
-    }
-    out
+    common::audit_records(redis)
+        .into_iter()
+        .map(|r| r.get(field).cloned().unwrap_or_default())
+        .collect()
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ fn config_set(redis: &TestRedis, name: &str, value: &str) {
 }
 
 fn audit_entries(redis: &TestRedis) -> usize {
-    common::dump_everything(redis).matches("key_id").count()
+    common::audit_records(redis).len()
 }
 
 /// Asks `path` and expects 503 `backend_unavailable`.

@@ -59,11 +59,13 @@ async fn consume_over_rediss_with_the_ca_file_is_counted() {
     }
     let quota = engine.quota(&key).await.unwrap();
     assert_eq!((quota.used, quota.limit), (6, Some(1000)));
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("quotad:*:use:*")
+    // Counted in Redis, in the key record, over the TLS connection.
+    let used: Option<u64> = redis::cmd("HGET")
+        .arg(quotad::store::keys::record(key.id().shard(64), &key.id()))
+        .arg("used")
         .query(&mut redis.conn())
         .unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(used, Some(6));
 }
 
 #[tokio::test]

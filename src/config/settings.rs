@@ -74,6 +74,7 @@ pub(super) const SETTINGS: &[Setting] = &[
     setting("http.header_timeout_secs", at_least(1)),
     setting("http.body_timeout_secs", at_least(1)),
     setting("http.max_connections", at_least(1)),
+    setting("batch.max_decisions", Kind::Int { min: 1, max: 4096 }),
     setting("audit.db_path", Kind::Text),
     setting("audit.writer", Kind::Bool),
     setting("audit.consumer", Kind::Text),

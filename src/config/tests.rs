@@ -44,6 +44,7 @@ fn defaults_follow_the_spec() {
     assert_eq!(c.http.header_timeout_secs, 10);
     assert_eq!(c.http.body_timeout_secs, 10);
     assert_eq!(c.http.max_connections, 10_000);
+    assert_eq!(c.batch.max_decisions, 256);
     assert_eq!(c.log_format, LogFormat::Text);
     assert_eq!(c.redis_ca_file, None);
     assert_eq!(c.admin_token, None);
@@ -417,4 +418,12 @@ fn env_names_follow_the_paths_with_the_one_short_exception() {
     );
     assert_eq!(env_name("admin_token_file"), "QUOTAD_ADMIN_TOKEN_FILE");
     assert_eq!(env_name("audit.db_path"), "QUOTAD_AUDIT_DB");
+}
+
+#[test]
+fn batch_max_decisions_comes_from_file_and_environment_within_range() {
+    let c = Config::load(None, env(&[("QUOTAD_BATCH_MAX_DECISIONS", "1")])).unwrap();
+    assert_eq!(c.engine_settings().max_batch, 1);
+    let err = Config::load(None, env(&[("QUOTAD_BATCH_MAX_DECISIONS", "0")])).unwrap_err();
+    assert!(err.to_string().contains("batch.max_decisions"), "{err}");
 }

@@ -72,6 +72,17 @@ fn exact_limit(limit: Option<u64>) -> Result<(), EngineError> {
     }
 }
 
+/// Units used in `period` from the key record's counter fields (`period`, `used`), or,
+/// for a key no batch has counted yet, its v1 counter (`quotad:{q}:use:<id>:<period>`).
+fn period_used(fields: &[(String, String)], period: &str, v1_used: Option<u64>) -> u64 {
+    let field = |name: &str| fields.iter().find(|(f, _)| f == name).map(|(_, v)| v);
+    match field("period") {
+        Some(p) if p == period => field("used").and_then(|u| u.parse().ok()).unwrap_or(0),
+        Some(_) => 0,
+        None => v1_used.unwrap_or(0),
+    }
+}
+
 impl Engine {
     /// Get-or-create a key. A supplied key that exists is returned unchanged, without it.
     pub async fn create_key(&self, new: NewKey) -> Result<Created, EngineError> {
@@ -160,14 +171,14 @@ impl Engine {
         let mut pipe = redis::pipe();
         pipe.hgetall(keys::record(shard, id))
             .get(keys::usage(shard, id, period));
-        let (fields, used): (Vec<(String, String)>, Option<u64>) =
+        let (fields, v1_used): (Vec<(String, String)>, Option<u64>) =
             self.store.query_pipe(&pipe).await?;
+        let used = period_used(&fields, &period.label(), v1_used);
         let record = KeyRecord::from_fields(id.as_str(), &fields).ok_or(EngineError::NotFound)?;
         let tier = self.catalogue.get(&record.tier);
         let limit = record
             .monthly_limit
             .or_else(|| tier.and_then(|t| t.monthly_limit));
-        let used = used.unwrap_or(0);
         Ok(KeyView {
             period: period.label(),
             limit,

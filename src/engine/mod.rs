@@ -2,19 +2,17 @@
 //! Decisions live here; key administration in `admin`.
 
 mod admin;
+mod batch;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::metrics as m;
-use crate::quota::{
-    format_instant, ApiKey, Catalogue, ConsumeRequest, Decision, InputError, KeyId, Period,
-};
-use crate::store::{from_reply, keys, Scripts, Store, StoreError};
+use crate::quota::{ApiKey, Catalogue, ConsumeRequest, Decision, InputError, KeyId, Period};
+use crate::store::{Scripts, Store, StoreError};
 pub use admin::{Created, KeyUpdate, KeyView, NewKey};
-use redis::ScriptInvocation;
 
 /// Where the engine gets the current time; injectable so tests can cross month ends.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -23,9 +21,6 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
 }
-
-/// How long a usage counter outlives its period, so late reads still see it.
-const COUNTER_GRACE_MS: i64 = 35 * 86_400 * 1000;
 
 /// What to do when a shard's audit stream is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -50,6 +45,8 @@ pub struct EngineSettings {
     pub on_backlog: BacklogPolicy,
     /// Whether denials also leave an audit record.
     pub include_denied: bool,
+    /// The most decisions one EVALSHA carries (`batch.max_decisions`).
+    pub max_batch: usize,
 }
 
 impl Default for EngineSettings {
@@ -60,6 +57,7 @@ impl Default for EngineSettings {
             max_backlog: 1_000_000,
             on_backlog: BacklogPolicy::Reject,
             include_denied: false,
+            max_batch: 256,
         }
     }
 }
@@ -116,6 +114,8 @@ pub struct Engine {
     catalogue_args: Arc<Vec<String>>,
     settings: EngineSettings,
     clock: Clock,
+    /// The batch task's queue, started by the first consume (inside the runtime).
+    queue: Arc<OnceLock<batch::Queue>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -136,6 +136,7 @@ impl Engine {
             catalogue: Arc::new(catalogue),
             settings,
             clock,
+            queue: Arc::new(OnceLock::new()),
         }
     }
 
@@ -223,35 +224,29 @@ impl Engine {
         key: &ApiKey,
         req: &ConsumeRequest,
     ) -> Result<Decision, EngineError> {
-        let now = self.now();
         let id = key.id();
         let shard = id.shard(self.settings.shards);
-        let inv = self.consume_invocation(&id, req, now);
-        let reply: redis::Value = self.store.invoke(&inv).await?;
-        let (status, tier, limit, used, entry_id, reset_ms, trimmed): (
-            String,
-            String,
-            i64,
-            u64,
-            String,
-            i64,
-            u64,
-        ) = from_reply(reply, "consume.lua reply")?;
-        if trimmed > 0 {
-            tracing::warn!(
-                shard = shard.0,
-                trimmed,
-                "audit backlog full: trimmed unpersisted entries"
-            );
-            metrics::counter!(m::AUDIT_TRIMMED_UNPERSISTED).increment(trimmed);
-        }
-        let period = period_ending_at(reset_ms)?;
-        let limit = u64::try_from(limit).ok();
-        let mut decision = Decision::new(&id, tier, limit, used, period);
-        match status.as_str() {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = batch::Job {
+            id: id.clone(),
+            req: req.clone(),
+            reply,
+        };
+        self.queue().send(job).map_err(|_| queue_gone())?;
+        // Waiting in the queue counts too: at most one batch ahead plus this one. A job
+        // whose caller gave up is dropped before it is sent (see `batch::run`).
+        let wait = self.store.timeout() * 2;
+        let verdict = match tokio::time::timeout(wait, answer).await {
+            Ok(answer) => answer.map_err(|_| queue_gone())??,
+            Err(_) => return Err(StoreError::Timeout(wait).into()),
+        };
+        let period = period_ending_at(verdict.reset_ms)?;
+        let limit = u64::try_from(verdict.limit).ok();
+        let mut decision = Decision::new(&id, verdict.tier, limit, verdict.used, period);
+        match verdict.status.as_str() {
             "allowed" | "replayed" => {
-                decision.replayed = status == "replayed";
-                decision.audit_id = Some(format!("q{:03}-{entry_id}", shard.0));
+                decision.replayed = verdict.status == "replayed";
+                decision.audit_id = Some(format!("q{:03}-{}", shard.0, verdict.audit_ref));
                 Ok(decision)
             }
             "denied" => {
@@ -262,51 +257,21 @@ impl Engine {
             "key_reused" => Err(EngineError::IdempotencyKeyReused),
             "unknown_tier" => Err(self.unknown_tier(&id, decision.tier)),
             "backlog_full" => Err(EngineError::BacklogFull(shard.0)),
-            other => Err(StoreError::Reply(format!("consume.lua status {other:?}")).into()),
+            other => Err(StoreError::Reply(format!("consume_batch.lua status {other:?}")).into()),
         }
     }
 
-    /// The exact EVALSHA one consume sends (keys and arguments of `lua/consume.lua`);
-    /// public so benches can measure the raw script against the whole engine.
-    pub fn consume_invocation(
-        &self,
-        id: &KeyId,
-        req: &ConsumeRequest,
-        now: DateTime<Utc>,
-    ) -> ScriptInvocation<'_> {
-        let shard = id.shard(self.settings.shards);
-        let period = Period::containing(now);
-        let now_ms = now.timestamp_millis();
-        let reset_ms = period.reset_at().timestamp_millis();
-        let idem = req.idempotency_key.as_deref().unwrap_or("");
-        let mut inv = self.scripts.consume.prepare_invoke();
-        inv.key(keys::record(shard, id))
-            .key(keys::usage(shard, id, period))
-            .key(keys::idempotency(shard, id, idem))
-            .key(keys::audit_stream(shard))
-            .arg(id.as_str())
-            .arg(req.cost)
-            .arg(now_ms)
-            .arg(reset_ms - now_ms + COUNTER_GRACE_MS)
-            .arg(reset_ms)
-            .arg(idem)
-            .arg(req.fingerprint())
-            .arg(self.settings.idempotency_ttl.as_millis() as u64)
-            .arg(self.settings.max_backlog)
-            .arg(match self.settings.on_backlog {
-                BacklogPolicy::Reject => "reject",
-                BacklogPolicy::Trim => "trim",
-            })
-            .arg(if self.settings.include_denied {
-                "1"
-            } else {
-                "0"
-            })
-            .arg(format_instant(now))
-            .arg(&req.endpoint)
-            .arg(req.extras.to_json())
-            .arg(self.catalogue_args.as_slice());
-        inv
+    /// The batch task's queue; the task starts with the first consume.
+    fn queue(&self) -> &batch::Queue {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            // The task's engine has no queue of its own, so it does not keep the sender
+            // alive: the task ends when the last engine handle is dropped.
+            let mut worker = self.clone();
+            worker.queue = Arc::new(OnceLock::new());
+            batch::spawn(worker, rx);
+            tx
+        })
     }
 
     fn unknown_tier(&self, id: &KeyId, tier: String) -> EngineError {
@@ -340,6 +305,11 @@ impl Engine {
             .map(|t| t.monthly_limit)
             .ok_or_else(|| EngineError::UnknownTier(tier.to_owned()))
     }
+}
+
+/// The batch task is gone (the runtime is shutting down): no decision was made.
+fn queue_gone() -> EngineError {
+    StoreError::Reply("the batch task stopped".to_owned()).into()
 }
 
 /// The period whose reset instant is `reset_ms`.

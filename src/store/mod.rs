@@ -11,8 +11,9 @@ use redis::{FromRedisValue, RedisError};
 pub use pool::{Meta, RedisManager, Store};
 pub use scripts::Scripts;
 
-/// A Redis failure, sorted where it leaves the store.
-#[derive(Debug, thiserror::Error)]
+/// A Redis failure, sorted where it leaves the store. Clone: a failed batch answers
+/// each of its decisions with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Redis cannot be reached, dropped the connection, or is loading/busy/OOM: fail closed.
     #[error("redis is unavailable: {0}")]

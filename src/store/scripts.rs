@@ -6,8 +6,8 @@ use redis::Script;
 /// so a Redis restart or SCRIPT FLUSH is repaired by the next call.
 #[derive(Debug)]
 pub struct Scripts {
-    /// Decide, record and count one request.
-    pub consume: Script,
+    /// Decide, record and count a batch of requests (a single one is a batch of one).
+    pub consume_batch: Script,
     /// Get-or-create a key record.
     pub create_key: Script,
     /// Change an existing key record.
@@ -17,7 +17,7 @@ pub struct Scripts {
 impl Default for Scripts {
     fn default() -> Self {
         Scripts {
-            consume: Script::new(include_str!("../../lua/consume.lua")),
+            consume_batch: Script::new(include_str!("../../lua/consume_batch.lua")),
             create_key: Script::new(include_str!("../../lua/create_key.lua")),
             update_key: Script::new(include_str!("../../lua/update_key.lua")),
         }
@@ -27,6 +27,6 @@ impl Default for Scripts {
 impl Scripts {
     /// All scripts, for loading.
     pub fn all(&self) -> [&Script; 3] {
-        [&self.consume, &self.create_key, &self.update_key]
+        [&self.consume_batch, &self.create_key, &self.update_key]
     }
 }

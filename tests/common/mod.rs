@@ -411,3 +411,85 @@ impl TestApp {
         }
     }
 }
+
+/// Units `id` used in `period`, from its key record's counter fields (or, for a key no
+/// batch has counted yet, its v1 counter).
+pub fn used_in_redis(
+    redis: &TestRedis,
+    id: &quotad::quota::KeyId,
+    period: quotad::quota::Period,
+) -> u64 {
+    let shard = id.shard(64);
+    let mut conn = redis.conn();
+    let (recorded, used): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+        .arg(quotad::store::keys::record(shard, id))
+        .arg("period")
+        .arg("used")
+        .query(&mut conn)
+        .expect("HMGET");
+    match recorded {
+        Some(p) if p == period.label() => used.unwrap_or(0),
+        Some(_) => 0,
+        None => redis::cmd("GET")
+            .arg(quotad::store::keys::usage(shard, id, period))
+            .query::<Option<u64>>(&mut conn)
+            .expect("GET")
+            .unwrap_or(0),
+    }
+}
+
+/// The audit subfields of a v2 record, in their order in the stream.
+const RECORD_FIELDS: [&str; 8] = [
+    "key_id",
+    "tier",
+    "endpoint",
+    "cost",
+    "used_after",
+    "outcome",
+    "idem",
+    "extras",
+];
+
+/// Every audit record in the 64 shard streams, shard by shard in stream order, as
+/// field → value (v1 entries as they are; v2 entries split into their records, each
+/// with the entry's `ts`).
+pub fn audit_records(redis: &TestRedis) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut conn = redis.conn();
+    let mut out = Vec::new();
+    for shard in 0..64 {
+        let stream = quotad::store::keys::audit_stream(quotad::quota::Shard(shard));
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut conn)
+            .expect("XRANGE");
+        for entry in entries.ids {
+            let field = |name: &str| entry.get::<String>(name).unwrap_or_default();
+            if field("v") != "2" {
+                let mut rec = std::collections::BTreeMap::new();
+                for (k, v) in &entry.map {
+                    rec.insert(
+                        k.clone(),
+                        redis::from_redis_value::<String>(v.clone()).unwrap_or_default(),
+                    );
+                }
+                out.push(rec);
+                continue;
+            }
+            for pos in 1.. {
+                let Some(raw) = entry.get::<String>(&pos.to_string()) else {
+                    break;
+                };
+                let mut rec: std::collections::BTreeMap<String, String> = RECORD_FIELDS
+                    .iter()
+                    .map(|f| f.to_string())
+                    .zip(raw.split('\u{1f}').map(str::to_owned))
+                    .collect();
+                rec.insert("ts".into(), field("ts"));
+                out.push(rec);
+            }
+        }
+    }
+    out
+}
