@@ -26,6 +26,8 @@ pub(crate) struct Batch {
     pub rows: Vec<Row>,
     /// Ids to acknowledge per shard after COMMIT (including entries without a row).
     pub acks: Vec<(usize, Vec<String>)>,
+    /// How many entries it holds.
+    pub entries: usize,
 }
 
 impl Batch {
@@ -46,33 +48,34 @@ impl Batch {
         Batch {
             rows,
             acks: acks.into_iter().collect(),
+            entries,
         }
     }
 }
 
-/// Turns per-shard entries (and ids found deleted) into items in hand; entries that
-/// were trimmed or cannot be read are logged and kept (without rows) to be acknowledged.
-pub(crate) fn items(batches: impl Iterator<Item = (usize, Vec<Entry>, Vec<String>)>) -> Vec<Item> {
-    let mut out = Vec::new();
-    for (shard, entries, deleted) in batches {
-        for entry in entries {
-            let rows = rows_of(shard, &entry);
-            out.push(Item {
-                shard,
-                id: entry.id,
-                rows,
-            });
-        }
-        for id in deleted {
+/// Turns per-shard entries (and ids found deleted) into items in hand, decoding each
+/// entry only when it is taken (so the first batches commit while the rest decode);
+/// entries that were trimmed or cannot be read are logged and kept, without rows, to be
+/// acknowledged.
+pub(crate) fn items(
+    batches: impl IntoIterator<Item = (usize, Vec<Entry>, Vec<String>)>,
+) -> impl Iterator<Item = Item> {
+    batches.into_iter().flat_map(|(shard, entries, deleted)| {
+        let entries = entries.into_iter().map(move |entry| Item {
+            shard,
+            rows: rows_of(shard, &entry),
+            id: entry.id,
+        });
+        let deleted = deleted.into_iter().map(move |id| {
             trimmed(shard, &id);
-            out.push(Item {
+            Item {
                 shard,
                 id,
                 rows: Vec::new(),
-            });
-        }
-    }
-    out
+            }
+        });
+        entries.chain(deleted)
+    })
 }
 
 fn trimmed(shard: usize, id: &str) {
