@@ -192,7 +192,7 @@ impl Writer {
     /// Learns how many records entries carry, from a batch.
     fn learn(&self, batch: &Batch) {
         if batch.entries > 0 {
-            let per_entry = batch.rows.len().div_ceil(batch.entries).max(1);
+            let per_entry = batch.row_count.div_ceil(batch.entries).max(1);
             self.per_entry.store(per_entry, Ordering::Relaxed);
         }
     }
@@ -313,11 +313,11 @@ impl Writer {
         while items.peek().is_some() {
             let batch = Batch::take(&mut items, self.options.batch_size, self.max_rows());
             self.learn(&batch);
-            if self.options.fault == Some(Fault::BeforeCommit) && !batch.rows.is_empty() {
+            if self.options.fault == Some(Fault::BeforeCommit) && batch.row_count > 0 {
                 return Err(AuditError::Fault(Fault::BeforeCommit));
             }
             // A batch may pass `max_rows` by part of an entry; two must still fit.
-            let share = batch.rows.len().clamp(1, self.max_rows()) as u32;
+            let share = batch.row_count.clamp(1, self.max_rows()) as u32;
             let rows = (queue.in_flight.clone().acquire_many_owned(share).await)
                 .map_err(|_| AuditError::SinkClosed)?;
             let commit = match batch.rows.is_empty() {
