@@ -220,9 +220,15 @@ impl Writer {
     }
 
     /// Records queued and not yet acknowledged: about one read (`batch_size` per shard,
-    /// at least four shards' worth so that one shard still overlaps its batches).
+    /// at least four shards' worth so that one shard still overlaps its batches;
+    /// permits are counted in `u32`).
     fn max_in_flight(&self) -> usize {
-        (self.streams.shards().max(4) * self.options.batch_size).min(Semaphore::MAX_PERMITS)
+        (self
+            .streams
+            .shards()
+            .max(4)
+            .saturating_mul(self.options.batch_size))
+        .min(u32::MAX as usize)
     }
 
     /// Records per transaction: `batch_size` entries, and at most half of what may be in
