@@ -223,12 +223,10 @@ impl Writer {
     /// at least four shards' worth so that one shard still overlaps its batches;
     /// permits are counted in `u32`).
     fn max_in_flight(&self) -> usize {
-        (self
-            .streams
-            .shards()
-            .max(4)
-            .saturating_mul(self.options.batch_size))
-        .min(u32::MAX as usize)
+        let shards = self.streams.shards().max(4);
+        shards
+            .saturating_mul(self.options.batch_size)
+            .min(u32::MAX as usize)
     }
 
     /// Records per transaction: `batch_size` entries, and at most half of what may be in
