@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{BacklogPolicy, Engine};
 use crate::metrics as m;
-use crate::quota::{format_instant, ConsumeRequest, KeyId, Period, Shard};
+use crate::quota::{format_instant, ConsumeRequest, KeyId, Period, Shard, WindowState};
 use crate::store::{from_reply, keys, StoreError};
 
 /// Batches in flight at once: one is decided while the next travels, so Redis is not
@@ -20,7 +20,8 @@ const MAX_IN_FLIGHT: usize = 2;
 /// What the script answered for one decision.
 #[derive(Debug, Clone)]
 pub(super) struct Verdict {
-    /// allowed | denied | replayed | invalid_key | key_reused | unknown_tier | backlog_full
+    /// allowed | denied | rate_limited | replayed | invalid_key | key_reused |
+    /// unknown_tier | backlog_full
     pub status: String,
     /// The key's tier (the stored one, for replays).
     pub tier: String,
@@ -32,6 +33,8 @@ pub(super) struct Verdict {
     pub audit_ref: String,
     /// The reset instant of the decision's period, unix ms.
     pub reset_ms: i64,
+    /// The tier's windows at this decision, shortest first.
+    pub windows: Vec<WindowState>,
 }
 
 /// One queued consume.
@@ -153,7 +156,11 @@ impl Engine {
                 BacklogPolicy::Trim => "trim",
             })
             .arg(if settings.include_denied { "1" } else { "0" })
-            .arg(self.catalogue_args.len() / 2)
+            .arg(now.timestamp_millis())
+            .arg(now.date_naive().to_string())
+            .arg(now.timestamp_millis().div_euclid(DAY_MS))
+            .arg(settings.history_days)
+            .arg(self.catalogue.len())
             .arg(self.catalogue_args.as_slice());
         for ((id, req), (s, idem)) in requests.iter().zip(per_decision) {
             inv.arg(id.as_str())
@@ -168,10 +175,13 @@ impl Engine {
     }
 }
 
-/// `{trimmed, then 6 values per decision}` into verdicts.
+/// Milliseconds in a UTC day: day numbers are days since the epoch.
+const DAY_MS: i64 = 86_400_000;
+
+/// `{trimmed, then 7 values per decision}` into verdicts.
 fn verdicts(reply: Value, n: usize) -> Result<(u64, Vec<Verdict>), StoreError> {
     let items: Vec<Value> = from_reply(reply, "consume_batch.lua reply")?;
-    if items.len() != 1 + 6 * n {
+    if items.len() != 1 + 7 * n {
         return Err(StoreError::Reply(format!(
             "consume_batch.lua: {} values for {n} decisions",
             items.len()
@@ -189,7 +199,28 @@ fn verdicts(reply: Value, n: usize) -> Result<(u64, Vec<Verdict>), StoreError> {
             used: from_reply(next(), "used")?,
             audit_ref: from_reply(next(), "audit ref")?,
             reset_ms: from_reply(next(), "reset_ms")?,
+            windows: windows(from_reply(next(), "windows")?)?,
         });
     }
     Ok((trimmed, out))
+}
+
+/// The flat `window_secs, limit, remaining, reset_after_ms, wait_ms, …` array.
+fn windows(flat: Vec<u64>) -> Result<Vec<WindowState>, StoreError> {
+    if !flat.len().is_multiple_of(5) {
+        return Err(StoreError::Reply(format!(
+            "consume_batch.lua: {} window values",
+            flat.len()
+        )));
+    }
+    Ok(flat
+        .chunks_exact(5)
+        .map(|w| WindowState {
+            window_secs: w[0],
+            limit: w[1],
+            remaining: w[2],
+            reset_after_ms: w[3],
+            wait_ms: w[4],
+        })
+        .collect())
 }
