@@ -16,10 +16,12 @@
 --
 -- Windows are GCRA (SPEC §9): T = window / limit, burst = limit, counting requests.
 -- A key's theoretical arrival time (TAT) per window is the key record field
--- `tat:<window_secs>`, "<ms>" or "<ms>+<num>/<den>" (den = the limit it was written
--- under), so a fractional T stays exact; an idle TAT is simply in the past. The excess
--- d = max(0, TAT - now) x limit is an integer: a request passes when d + window_ms <=
--- window_ms x limit (<= 2^53 - 1 by configuration).
+-- `tat:<window_secs>` = "<ms>+<num>/<den>" (TAT = ms + num/den, den = the limit it was
+-- written under), so a fractional T stays exact; an idle TAT is simply in the past.
+-- The excess d = max(0, TAT - now) x den is an integer, the requests the window holds
+-- times window_ms: a request passes when d + window_ms <= window_ms x limit (<= 2^53 - 1
+-- by configuration). After a tier change the requests already made thus count against
+-- the new limit, until the next admission rewrites the TAT under it.
 -- Day buckets are fields `d:<YYYY-MM-DD>`; `day` holds the number (days since the
 -- epoch) of the last day written. When a later day is first written, the buckets that
 -- fell out of the history are deleted (at most history_days fields, once a day).
@@ -52,6 +54,12 @@
 
 local function int(n)
   return string.format('%d', n)
+end
+
+-- Appends a field and its value to an HSET argument list.
+local function push(t, field, value)
+  t[#t + 1] = field
+  t[#t + 1] = value
 end
 
 -- floor(x / y) and ceil(x / y) for integers x >= 0, y > 0, exactly (fmod is exact).
@@ -120,12 +128,8 @@ local order = {}        -- record keys in order of first admission
 local function parse_tat(v)
   if not v then return nil end
   local ms, num, den = string.match(v, '^(%d+)%+(%d+)/(%d+)$')
-  if ms then
-    if tonumber(den) == 0 then return nil end
-    return {tonumber(ms), tonumber(num), tonumber(den)}
-  end
-  local whole = tonumber(v)
-  return whole and {whole, 0, 1}
+  if not ms or tonumber(den) == 0 then return nil end
+  return {tonumber(ms), tonumber(num), tonumber(den)}
 end
 
 local function state_of(i)
@@ -155,51 +159,50 @@ local function state_of(i)
   return st
 end
 
--- max(0, TAT - now) x limit of one window of `st`, an integer.
+-- d = max(0, TAT - now) x den of one window of `st` (an integer), and den, the rate
+-- at which d drains per ms (the limit the TAT was written under).
 local function excess(st, win)
   local t = st.tat[win.field]
-  if not t or t[1] < now then return 0 end
-  local num = t[2]
-  if t[3] ~= win.limit then
-    num = math.ceil(num * win.limit / t[3])     -- written under another limit (tier change)
-  end
-  return (t[1] - now) * win.limit + num
+  if not t or t[1] < now then return 0, win.limit end
+  return (t[1] - now) * t[3] + t[2], t[3]
 end
 
--- Every window of `list` for `st`: the excess of each, and whether one refuses.
+-- Every window of `list` for `st`: the excess of each, the drain rates, and whether
+-- one refuses (with the wait, in ms, until it would pass).
 local function check_windows(st, list)
-  local ds, waits, refused = {}, {}, false
+  local ds, dens, waits, refused = {}, {}, {}, false
   for j, win in ipairs(list) do
-    local d = excess(st, win)
+    local d, den = excess(st, win)
     local over = d + win.w - win.w * win.limit
-    ds[j], waits[j] = d, 0
+    ds[j], dens[j], waits[j] = d, den, 0
     if over > 0 then
-      waits[j], refused = ceil_div(over, win.limit), true
+      waits[j], refused = ceil_div(over, den), true
     end
   end
-  return ds, waits, refused
+  return {d = ds, den = dens, wait = waits}, refused
 end
 
--- The reply's flat window array for excesses `ds` (and waits, when refused).
-local function report(list, ds, waits)
+-- The reply's flat window array for a check (waits only when it refused).
+local function report(list, c, refused)
   local r = {}
   for j, win in ipairs(list) do
-    local d, full = ds[j], win.w * win.limit
+    local d, full = c.d[j], win.w * win.limit
     r[#r + 1] = win.secs
     r[#r + 1] = int(win.limit)
     r[#r + 1] = int(d >= full and 0 or div(full - d, win.w))
-    r[#r + 1] = int(ceil_div(d, win.limit))
-    r[#r + 1] = int(waits and waits[j] or 0)
+    r[#r + 1] = int(ceil_div(d, c.den[j]))
+    r[#r + 1] = int(refused and c.wait[j] or 0)
   end
   return r
 end
 
--- One admission in every window: TAT' = max(TAT, now) + T, i.e. d' = d + window_ms.
-local function take_windows(st, list, ds)
+-- One admission in every window: TAT' = max(TAT, now) + T, i.e. d' = d + window_ms,
+-- written under the current limit.
+local function take_windows(st, list, c)
   for j, win in ipairs(list) do
-    local d = ds[j] + win.w
+    local d = c.d[j] + win.w
     st.tat[win.field] = {now + div(d, win.limit), math.fmod(d, win.limit), win.limit}
-    ds[j] = d
+    c.d[j], c.den[j] = d, win.limit
   end
 end
 
@@ -254,32 +257,30 @@ for i = 1, n do
         d = {'unknown_tier', st.tier, -1, 0, '', reset_ms, {}}
       else
         if st.override then limit = tonumber(st.override) end
-        local ds, waits, refused = check_windows(st, list)
+        local c, refused = check_windows(st, list)
         if refused then
-          d = {'rate_limited', st.tier, limit, st.used, '', reset_ms, report(list, ds, waits)}
+          d = {'rate_limited', st.tier, limit, st.used, '', reset_ms, report(list, c, true)}
           if record_denied and not full(s) then
             d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
               int(st.used), 'rate_limited', idem, extras})
           end
         elseif limit >= 0 and st.used + cost > limit then
-          d = {'denied', st.tier, limit, st.used, '', reset_ms, report(list, ds)}
+          d = {'denied', st.tier, limit, st.used, '', reset_ms, report(list, c)}
           if record_denied and not full(s) then
             d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
               int(st.used), 'denied', idem, extras})
           end
         elseif full(s) and not trim_mode then
-          d = {'backlog_full', st.tier, limit, st.used, '', reset_ms, report(list, ds)}
+          d = {'backlog_full', st.tier, limit, st.used, '', reset_ms, report(list, c)}
         else
-          if st.delta == nil then
-            st.delta = 0
-            st.list = list
+          if not st.list then
+            st.list = list                      -- the windows this key writes in pass 2
             order[#order + 1] = 3 * i - 2
           end
-          take_windows(st, list, ds)
+          take_windows(st, list, c)
           st.used = st.used + cost
-          st.delta = st.delta + cost
           st.today_used = st.today_used + cost
-          d = {'allowed', st.tier, limit, st.used, '', reset_ms, report(list, ds)}
+          d = {'allowed', st.tier, limit, st.used, '', reset_ms, report(list, c)}
           d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
             int(st.used), 'allowed', idem, extras})
           if idem ~= '' then
@@ -314,15 +315,15 @@ for _, k in ipairs(order) do
   local st = keys_state[rk]
   local fields = {'used', int(st.used), day_field, int(st.today_used)}
   if st.fresh then
-    fields[#fields + 1], fields[#fields + 2] = 'period', period
+    push(fields, 'period', period)
     if st.prev_period then
-      fields[#fields + 1], fields[#fields + 2] = 'prev_period', st.prev_period
-      fields[#fields + 1], fields[#fields + 2] = 'prev_used', st.prev_used
+      push(fields, 'prev_period', st.prev_period)
+      push(fields, 'prev_used', st.prev_used or '0')
     end
   end
   -- Only forward: a node whose clock is behind across midnight does not move it back.
   if not st.day or today_n > st.day then
-    fields[#fields + 1], fields[#fields + 2] = 'day', int(today_n)
+    push(fields, 'day', int(today_n))
     if st.day then
       -- Present: days after st.day - history; keep: days after today_n - history.
       local gone = {}
@@ -336,11 +337,7 @@ for _, k in ipairs(order) do
   end
   for _, win in ipairs(st.list) do
     local t = st.tat[win.field]
-    local value = int(t[1])
-    if t[2] > 0 then
-      value = value .. '+' .. int(t[2]) .. '/' .. int(t[3])
-    end
-    fields[#fields + 1], fields[#fields + 2] = win.field, value
+    push(fields, win.field, int(t[1]) .. '+' .. int(t[2]) .. '/' .. int(t[3]))
   end
   redis.call('HSET', rk, unpack(fields))
   if st.migrated then

@@ -9,8 +9,10 @@
 //! T is rarely a whole number of milliseconds (1000 / 3), and rounding it would let a
 //! burst lose or gain a request, so times are kept exactly: a TAT is `ms + num/den`
 //! milliseconds, `den` being the limit it was written under, and a window's excess
-//! (TAT − now) × limit is an integer (exact in a Lua double while limit × window in ms
-//! stays within 2^53 − 1, which the configuration enforces).
+//! d = (TAT − now) × den is an integer (exact in a Lua double while limit × window in
+//! ms stays within 2^53 − 1, which the configuration enforces). d / window is the
+//! number of requests the window holds, so after a tier change the requests already
+//! made count against the new limit until the next admission rewrites the TAT under it.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,23 +51,24 @@ impl RateLimit {
     /// The window's state at `now_ms` given the stored TAT (`None` or unreadable: an
     /// idle window), consuming nothing.
     pub fn state(&self, stored: Option<&str>, now_ms: i64) -> WindowState {
-        let excess = stored
+        let (excess, den) = stored
             .and_then(Tat::parse)
-            .map_or(0, |tat| tat.excess(now_ms, self.limit));
-        self.state_at(excess)
+            .map_or((0, self.limit), |tat| (tat.excess(now_ms), tat.den));
+        self.state_at(excess, den)
     }
 
-    /// The state for an excess (TAT − now) × limit, as the script reports it.
-    fn state_at(&self, excess: u128) -> WindowState {
-        let (w, l) = (u128::from(self.window_secs) * 1000, u128::from(self.limit));
-        let full = w * l;
+    /// The state for an excess d (requests held × window in ms) that drains by `den`
+    /// per ms, as the script reports it.
+    fn state_at(&self, excess: u128, den: u64) -> WindowState {
+        let (w, den) = (u128::from(self.window_secs) * 1000, u128::from(den));
+        let full = w * u128::from(self.limit);
         let narrow = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
         WindowState {
             window_secs: self.window_secs,
             limit: self.limit,
             remaining: narrow(full.saturating_sub(excess) / w),
-            reset_after_ms: narrow(excess.div_ceil(l)),
-            wait_ms: narrow((excess + w).saturating_sub(full).div_ceil(l)),
+            reset_after_ms: narrow(excess.div_ceil(den)),
+            wait_ms: narrow((excess + w).saturating_sub(full).div_ceil(den)),
         }
     }
 }
@@ -94,8 +97,8 @@ impl WindowState {
     }
 }
 
-/// A stored TAT: `ms + num/den` milliseconds since the epoch, written `"<ms>"` or
-/// `"<ms>+<num>/<den>"` by the script.
+/// A stored TAT: `ms + num/den` milliseconds since the epoch, `den` the limit it was
+/// written under; the script writes `"<ms>+<num>/<den>"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tat {
     ms: i64,
@@ -105,13 +108,7 @@ struct Tat {
 
 impl Tat {
     fn parse(s: &str) -> Option<Tat> {
-        let Some((ms, frac)) = s.split_once('+') else {
-            return Some(Tat {
-                ms: s.parse().ok()?,
-                num: 0,
-                den: 1,
-            });
-        };
+        let (ms, frac) = s.split_once('+')?;
         let (num, den) = frac.split_once('/')?;
         let tat = Tat {
             ms: ms.parse().ok()?,
@@ -121,19 +118,12 @@ impl Tat {
         (tat.den > 0).then_some(tat)
     }
 
-    /// max(0, TAT − now) × limit, rounded up when the TAT was written under another
-    /// limit (a tier change), as the script does.
-    fn excess(&self, now_ms: i64, limit: u64) -> u128 {
+    /// d = max(0, TAT − now) × den: the requests the window holds, times its length.
+    fn excess(&self, now_ms: i64) -> u128 {
         if self.ms < now_ms {
             return 0;
         }
-        let whole = (self.ms - now_ms) as u128 * u128::from(limit);
-        let frac = if self.den == limit {
-            u128::from(self.num)
-        } else {
-            (u128::from(self.num) * u128::from(limit)).div_ceil(u128::from(self.den))
-        };
-        whole + frac
+        (self.ms - now_ms) as u128 * u128::from(self.den) + u128::from(self.num)
     }
 }
 
@@ -151,17 +141,17 @@ mod tests {
         let s = TEN_PER_SEC.state(None, 5_000);
         assert_eq!((s.remaining, s.reset_after_ms, s.wait_ms), (10, 0, 0));
         // A TAT in the past means the same.
-        let s = TEN_PER_SEC.state(Some("4000"), 5_000);
+        let s = TEN_PER_SEC.state(Some("4000+0/10"), 5_000);
         assert_eq!((s.remaining, s.reset_after_ms, s.wait_ms), (10, 0, 0));
     }
 
     #[test]
     fn remaining_and_reset_follow_the_spec_formulas() {
         // Three requests at once: TAT = now + 300 ms.
-        let s = TEN_PER_SEC.state(Some("5300"), 5_000);
+        let s = TEN_PER_SEC.state(Some("5300+0/10"), 5_000);
         assert_eq!((s.remaining, s.reset_after_ms, s.wait_ms), (7, 300, 0));
         // A full burst: TAT = now + window; the next request waits one T.
-        let s = TEN_PER_SEC.state(Some("6000"), 5_000);
+        let s = TEN_PER_SEC.state(Some("6000+0/10"), 5_000);
         assert_eq!((s.remaining, s.reset_after_ms, s.wait_ms), (0, 1000, 100));
         assert_eq!(s.reset_secs(), 1);
     }
@@ -175,20 +165,30 @@ mod tests {
         };
         let s = three.state(Some("5666+2/3"), 5_000);
         assert_eq!((s.remaining, s.reset_after_ms), (1, 667));
-        let s = three.state(Some("6000"), 5_000);
+        let s = three.state(Some("6000+0/3"), 5_000);
         assert_eq!((s.remaining, s.wait_ms), (0, 334));
     }
 
     #[test]
-    fn a_tat_written_under_another_limit_is_read_in_the_new_one() {
-        // Written by a 3-per-second tier, read by a 10-per-second one: 1/3 ms → 4/10.
-        let s = TEN_PER_SEC.state(Some("5500+1/3"), 5_000);
-        assert_eq!((s.remaining, s.reset_after_ms), (4, 501));
+    fn requests_made_under_another_limit_count_against_the_new_one() {
+        // Two requests at once on 2 per second (TAT = now + 1000 ms), read by a tier of
+        // 10 per second: 2 of 10 are used.
+        let s = TEN_PER_SEC.state(Some("6000+0/2"), 5_000);
+        assert_eq!((s.remaining, s.wait_ms), (8, 0));
+        // Ten on 10 per second read by 2 per second: full, and the excess drains at the
+        // rate it was written with until the next admission.
+        let two = RateLimit {
+            limit: 2,
+            window_secs: 1,
+        };
+        let s = two.state(Some("6000+0/10"), 5_000);
+        assert_eq!((s.remaining, s.wait_ms), (0, 900));
     }
 
     #[test]
     fn garbage_reads_as_idle_and_the_largest_limit_stays_exact() {
         assert_eq!(TEN_PER_SEC.state(Some("x"), 0).remaining, 10);
+        assert_eq!(TEN_PER_SEC.state(Some("600"), 0).remaining, 10);
         assert_eq!(TEN_PER_SEC.state(Some("1+1/0"), 0).remaining, 10);
         let max = RateLimit::max_limit(86_400);
         assert!(u128::from(max) * 86_400_000 <= u128::from(MAX_EXACT_INT));
