@@ -526,3 +526,131 @@ async fn rate_limited_decisions_are_counted_by_tier_from_zero() {
     assert_eq!(value(&text, series).as_deref(), Some("2"), "{text}");
     assert_eq!(value(&text, outcome).as_deref(), Some("2"), "{text}");
 }
+
+/// The error `Config::load` gives for `text` as the config file, with the file's path
+/// replaced by `FILE`.
+fn config_error(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quotad.toml");
+    std::fs::write(&path, text).unwrap();
+    let err = quotad::config::Config::load(Some(&path), |_| None).unwrap_err();
+    err.to_string().replace(&path.display().to_string(), "FILE")
+}
+
+#[test]
+fn bad_windows_refuse_to_start_naming_the_setting_its_line_and_what_was_expected() {
+    let cases = [
+        (
+            "[tiers.free]\nmonthly_limit = 5\nrate_limits = [{ limit = 0, window_secs = 1 }]\n",
+            "tiers.free.rate_limits[0].limit (FILE line 3): expected an integer from 1 to \
+             9007199254740991, got 0",
+        ),
+        (
+            "[tiers.free]\nrate_limits = [{ limit = 1, window_secs = 86401 }]\n",
+            "tiers.free.rate_limits[0].window_secs (FILE line 2): expected an integer from 1 \
+             to 86400, got 86401",
+        ),
+        (
+            "[tiers.free]\nrate_limits = [{ limit = 1, window_secs = 0 }]\n",
+            "tiers.free.rate_limits[0].window_secs (FILE line 2): expected an integer from 1 \
+             to 86400, got 0",
+        ),
+        (
+            "[tiers.free]\nrate_limits = [{ limit = 1, window = 1 }]\n",
+            "tiers.free.rate_limits[0].window (FILE line 2): unknown field; expected one of \
+             limit, window_secs",
+        ),
+        (
+            "[tiers.free]\nrate_limits = [{ limit = 1 }]\n",
+            "tiers.free.rate_limits[0] (FILE line 2): missing field `window_secs`",
+        ),
+        (
+            "[tiers.free]\nrate_limits = [\n  { limit = 1, window_secs = 1 },\n  \
+             { limit = 2, window_secs = 1 },\n]\n",
+            "tiers.free.rate_limits[1].window_secs (FILE line 4): a window of 1 s is given \
+             twice in this tier",
+        ),
+        (
+            "[tiers.free]\nrate_limits = [{ limit = 104249992, window_secs = 86400 }]\n",
+            "tiers.free.rate_limits[0].limit (FILE line 2): expected an integer from 1 to \
+             104249991, got 104249992 (for a 86400 s window: limit x window in ms stays within \
+             2^53 - 1)",
+        ),
+        (
+            "[tiers.free]\nrate_limits = 5\n",
+            "tiers.free.rate_limits (FILE line 2): expected an array, got 5",
+        ),
+        (
+            "[tiers.free]\n[[tiers.free.rate_limits]]\nlimit = -1\nwindow_secs = 1\n",
+            "tiers.free.rate_limits[0].limit (FILE line 3): expected an integer from 1 to \
+             9007199254740991, got -1",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(config_error(text), expected, "{text}");
+    }
+}
+
+#[test]
+fn a_bad_window_in_quotad_tiers_names_the_variable() {
+    let env = |k: &str| {
+        (k == "QUOTAD_TIERS")
+            .then(|| "free = { rate_limits = [{ limit = 0, window_secs = 1 }] }".to_owned())
+    };
+    let err = quotad::config::Config::load(None, env).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tiers.free.rate_limits[0].limit (from QUOTAD_TIERS): expected an integer from 1 to \
+         9007199254740991, got 0"
+    );
+}
+
+#[test]
+fn windows_from_the_config_are_in_the_catalogue_shortest_first_and_in_its_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quotad.toml");
+    let text = "[tiers.free]\nmonthly_limit = 5\nrate_limits = [\n  \
+                { limit = 600, window_secs = 60 },\n  { limit = 10, window_secs = 1 },\n]\n";
+    std::fs::write(&path, text).unwrap();
+    let c = quotad::config::Config::load(Some(&path), |_| None).unwrap();
+    let catalogue = c.catalogue();
+    let windows = &catalogue.get("free").unwrap().rate_limits;
+    let pairs: Vec<(u64, u64)> = windows.iter().map(|w| (w.limit, w.window_secs)).collect();
+    assert_eq!(pairs, [(10, 1), (600, 60)]);
+    std::fs::write(&path, "[tiers.free]\nmonthly_limit = 5\n").unwrap();
+    let without = quotad::config::Config::load(Some(&path), |_| None).unwrap();
+    assert_ne!(
+        c.catalogue().fingerprint(),
+        without.catalogue().fingerprint()
+    );
+    assert!(without
+        .catalogue()
+        .get("free")
+        .unwrap()
+        .rate_limits
+        .is_empty());
+}
+
+#[test]
+fn serve_with_a_bad_window_exits_64_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quotad.toml");
+    std::fs::write(
+        &path,
+        "[tiers.free]\nrate_limits = [{ limit = 0, window_secs = 1 }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quotad"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("quotad: tiers.free.rate_limits[0].limit ("),
+        "{stderr}"
+    );
+}
