@@ -46,11 +46,11 @@
 --   status: allowed | denied | rate_limited | replayed | invalid_key | key_reused |
 --   unknown_tier | backlog_full; limit -1 = unlimited; audit_ref = "<entry
 --   id>.<position>" (or a v1 entry id), "" when nothing was recorded; reset_ms of the
---   decision's period (a replay keeps the period it was decided in); windows = a flat
---   array, per window of the key's tier (shortest first; replays: the current tier, as
---   it stands): window_secs, limit, remaining, reset_after_ms, wait_ms (until a request
---   would pass; 0 = it would). Integers leave as '%d' strings: cjson and tostring keep
---   only 14 significant digits.
+--   decision's period (a replay keeps the period it was decided in); windows = one
+--   string of space-separated integers, per window of the key's tier (shortest first;
+--   replays: the current tier, as it stands): window_secs limit remaining
+--   reset_after_ms wait_ms (until a request would pass; 0 = it would). Integers leave as
+--   '%d' strings: cjson and tostring keep only 14 significant digits.
 
 local function int(n)
   return string.format('%d', n)
@@ -95,7 +95,9 @@ local now, today, today_n, history = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[
 local day_field = 'd:' .. today
 
 local limits, windows = {}, {}
-local tat_fields, tat_seen = {}, {}   -- every window field of the catalogue, once
+local NONE = {}                       -- no windows (an unknown key)
+local tat_fields, tat_index = {}, {}  -- every window field of the catalogue, once, and
+                                      -- its index in the key record's HMGET reply
 local a = 14
 for _ = 1, tonumber(ARGV[13]) do
   local name, k = ARGV[a], tonumber(ARGV[a + 2])
@@ -106,9 +108,9 @@ for _ = 1, tonumber(ARGV[13]) do
     local field = 'tat:' .. secs
     list[j] = {secs = secs, field = field, limit = tonumber(ARGV[a + 2 + 2 * j]),
       w = 1000 * tonumber(secs)}
-    if not tat_seen[field] then
-      tat_seen[field] = true
+    if not tat_index[field] then
       tat_fields[#tat_fields + 1] = field
+      tat_index[field] = 7 + #tat_fields
     end
   end
   windows[name] = list
@@ -139,10 +141,7 @@ local function state_of(i)
   local rec = redis.call('HMGET', rk, 'tier', 'active', 'monthly_limit', 'period', 'used',
     'day', day_field, unpack(tat_fields))
   st = {tier = rec[1], active = rec[2], override = rec[3], fresh = false, migrated = false,
-    day = tonumber(rec[6]), today_used = tonumber(rec[7]) or 0, tat = {}}
-  for j, field in ipairs(tat_fields) do
-    st.tat[field] = parse_tat(rec[7 + j])
-  end
+    day = tonumber(rec[6]), today_used = tonumber(rec[7]) or 0, rec = rec, tat = {}}
   if not rec[1] then
     st.used = 0                                 -- unknown key: nothing to read
   elseif rec[4] == period then
@@ -160,48 +159,65 @@ local function state_of(i)
 end
 
 -- d = max(0, TAT - now) x den of one window of `st` (an integer), and den, the rate
--- at which d drains per ms (the limit the TAT was written under).
+-- at which d drains per ms (the limit the TAT was written under). A TAT is parsed once
+-- per key and batch, from the HMGET reply.
 local function excess(st, win)
   local t = st.tat[win.field]
+  if t == nil then
+    t = parse_tat(st.rec[tat_index[win.field]]) or false
+    st.tat[win.field] = t
+  end
   if not t or t[1] < now then return 0, win.limit end
   return (t[1] - now) * t[3] + t[2], t[3]
 end
 
--- Every window of `list` for `st`: the excess of each, the drain rates, and whether
--- one refuses (with the wait, in ms, until it would pass).
+-- The last check of windows: excess, drain rate and wait per window. One scratch table
+-- reused by every decision (Lua tables cost more here than the arithmetic).
+local c = {d = {}, den = {}, wait = {}}
+
+-- Checks every window of `list` for `st` into `c`; whether one refuses (its wait, in
+-- ms, until it would pass, is then in c.wait).
 local function check_windows(st, list)
-  local ds, dens, waits, refused = {}, {}, {}, false
+  local refused = false
   for j, win in ipairs(list) do
     local d, den = excess(st, win)
     local over = d + win.w - win.w * win.limit
-    ds[j], dens[j], waits[j] = d, den, 0
+    c.d[j], c.den[j], c.wait[j] = d, den, 0
     if over > 0 then
-      waits[j], refused = ceil_div(over, den), true
+      c.wait[j], refused = ceil_div(over, den), true
     end
   end
-  return {d = ds, den = dens, wait = waits}, refused
+  return refused
 end
 
--- The reply's flat window array for a check (waits only when it refused).
-local function report(list, c, refused)
-  local r = {}
+-- The reply's window text for the last check (waits only when it refused): one string,
+-- so a decision adds one reply element whatever the number of windows.
+local function report(list, refused)
+  local r, sep = '', ''
   for j, win in ipairs(list) do
     local d, full = c.d[j], win.w * win.limit
-    r[#r + 1] = win.secs
-    r[#r + 1] = int(win.limit)
-    r[#r + 1] = int(d >= full and 0 or div(full - d, win.w))
-    r[#r + 1] = int(ceil_div(d, c.den[j]))
-    r[#r + 1] = int(refused and c.wait[j] or 0)
+    r = r .. sep .. string.format('%s %d %d %d %d', win.secs, win.limit,
+      d >= full and 0 or div(full - d, win.w), ceil_div(d, c.den[j]),
+      refused and c.wait[j] or 0)
+    sep = ' '
   end
   return r
 end
 
--- One admission in every window: TAT' = max(TAT, now) + T, i.e. d' = d + window_ms,
--- written under the current limit.
-local function take_windows(st, list, c)
+-- The windows as they stand, for a replay (which touches none).
+local function as_they_stand(st, list)
+  check_windows(st, list)
+  return report(list, false)
+end
+
+-- One admission in every window of the last check: TAT' = max(TAT, now) + T, i.e.
+-- d' = d + window_ms, written under the current limit.
+local function take_windows(st, list)
   for j, win in ipairs(list) do
     local d = c.d[j] + win.w
-    st.tat[win.field] = {now + div(d, win.limit), math.fmod(d, win.limit), win.limit}
+    local t = st.tat[win.field] or {}
+    t[1], t[2], t[3] = now + div(d, win.limit), math.fmod(d, win.limit), win.limit
+    st.tat[win.field] = t
     c.d[j], c.den[j] = d, win.limit
   end
 end
@@ -229,58 +245,58 @@ for i = 1, n do
   local idem, fp, endpoint, extras = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local st = state_of(i)
   local ik = KEYS[3 * i]
-  local list = windows[st.tier] or {}
+  local list = windows[st.tier] or NONE
   local d
   if not st.tier or st.active ~= '1' then
-    d = {'invalid_key', '', -1, 0, '', reset_ms, {}}
+    d = {'invalid_key', '', -1, 0, '', reset_ms, ''}
   elseif idem ~= '' and idem_state[ik] then
     local first = out[idem_state[ik]]
     if first.fp ~= fp then
-      d = {'key_reused', st.tier, -1, 0, '', reset_ms, {}}
+      d = {'key_reused', st.tier, -1, 0, '', reset_ms, ''}
     else
       d = {'replayed', first[2], first[3], first[4], '', reset_ms,
-        report(list, (check_windows(st, list))), same = idem_state[ik]}
+        as_they_stand(st, list), same = idem_state[ik]}
     end
   else
     local stored = idem ~= '' and redis.call('GET', ik)
     if stored then
       local prior = cjson.decode(stored)
       if prior.fp ~= fp then
-        d = {'key_reused', st.tier, -1, 0, '', reset_ms, {}}
+        d = {'key_reused', st.tier, -1, 0, '', reset_ms, ''}
       else
         d = {'replayed', prior.tier, tonumber(prior.limit), tonumber(prior.used),
-          prior.audit or prior.entry_id, prior.reset_ms, report(list, (check_windows(st, list)))}
+          prior.audit or prior.entry_id, prior.reset_ms, as_they_stand(st, list)}
       end
     else
       local limit = limits[st.tier]
       if limit == nil then
-        d = {'unknown_tier', st.tier, -1, 0, '', reset_ms, {}}
+        d = {'unknown_tier', st.tier, -1, 0, '', reset_ms, ''}
       else
         if st.override then limit = tonumber(st.override) end
-        local c, refused = check_windows(st, list)
+        local refused = check_windows(st, list)
         if refused then
-          d = {'rate_limited', st.tier, limit, st.used, '', reset_ms, report(list, c, true)}
+          d = {'rate_limited', st.tier, limit, st.used, '', reset_ms, report(list, true)}
           if record_denied and not full(s) then
             d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
               int(st.used), 'rate_limited', idem, extras})
           end
         elseif limit >= 0 and st.used + cost > limit then
-          d = {'denied', st.tier, limit, st.used, '', reset_ms, report(list, c)}
+          d = {'denied', st.tier, limit, st.used, '', reset_ms, report(list, false)}
           if record_denied and not full(s) then
             d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
               int(st.used), 'denied', idem, extras})
           end
         elseif full(s) and not trim_mode then
-          d = {'backlog_full', st.tier, limit, st.used, '', reset_ms, report(list, c)}
+          d = {'backlog_full', st.tier, limit, st.used, '', reset_ms, report(list, false)}
         else
           if not st.list then
             st.list = list                      -- the windows this key writes in pass 2
             order[#order + 1] = 3 * i - 2
           end
-          take_windows(st, list, c)
+          take_windows(st, list)
           st.used = st.used + cost
           st.today_used = st.today_used + cost
-          d = {'allowed', st.tier, limit, st.used, '', reset_ms, report(list, c)}
+          d = {'allowed', st.tier, limit, st.used, '', reset_ms, report(list, false)}
           d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
             int(st.used), 'allowed', idem, extras})
           if idem ~= '' then
@@ -337,7 +353,7 @@ for _, k in ipairs(order) do
   end
   for _, win in ipairs(st.list) do
     local t = st.tat[win.field]
-    push(fields, win.field, int(t[1]) .. '+' .. int(t[2]) .. '/' .. int(t[3]))
+    push(fields, win.field, string.format('%d+%d/%d', t[1], t[2], t[3]))
   end
   redis.call('HSET', rk, unpack(fields))
   if st.migrated then

@@ -205,15 +205,17 @@ fn verdicts(reply: Value, n: usize) -> Result<(u64, Vec<Verdict>), StoreError> {
     Ok((trimmed, out))
 }
 
-/// The flat `window_secs, limit, remaining, reset_after_ms, wait_ms, …` array.
-fn windows(flat: Vec<u64>) -> Result<Vec<WindowState>, StoreError> {
-    if !flat.len().is_multiple_of(5) {
-        return Err(StoreError::Reply(format!(
-            "consume_batch.lua: {} window values",
-            flat.len()
-        )));
+/// The windows text: `window_secs limit remaining reset_after_ms wait_ms`, per window.
+fn windows(text: String) -> Result<Vec<WindowState>, StoreError> {
+    let bad = || StoreError::Reply(format!("consume_batch.lua windows {text:?}"));
+    let numbers = text
+        .split_ascii_whitespace()
+        .map(|n| n.parse::<u64>().map_err(|_| bad()))
+        .collect::<Result<Vec<u64>, StoreError>>()?;
+    if !numbers.len().is_multiple_of(5) {
+        return Err(bad());
     }
-    Ok(flat
+    Ok(numbers
         .chunks_exact(5)
         .map(|w| WindowState {
             window_secs: w[0],
