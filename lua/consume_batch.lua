@@ -47,10 +47,10 @@
 --   unknown_tier | backlog_full; limit -1 = unlimited; audit_ref = "<entry
 --   id>.<position>" (or a v1 entry id), "" when nothing was recorded; reset_ms of the
 --   decision's period (a replay keeps the period it was decided in); windows = one
---   string of space-separated integers, per window of the key's tier (shortest first;
---   replays: the current tier, as it stands): window_secs limit remaining
---   reset_after_ms wait_ms (until a request would pass; 0 = it would). Integers leave as
---   '%d' strings: cjson and tostring keep only 14 significant digits.
+--   string of space-separated integers "<d> <den>" per window of the reply's tier
+--   (shortest first), after the decision: d = max(0, TAT - now) x den, draining by den
+--   per ms (a replay: as the windows stand; none if the key has changed tier since).
+--   Integers leave as '%d' strings: cjson and tostring keep only 14 significant digits.
 
 local function int(n)
   return string.format('%d', n)
@@ -62,14 +62,9 @@ local function push(t, field, value)
   t[#t + 1] = value
 end
 
--- floor(x / y) and ceil(x / y) for integers x >= 0, y > 0, exactly (fmod is exact).
+-- floor(x / y) for integers x >= 0, y > 0, exactly (fmod is exact).
 local function div(x, y)
   return (x - math.fmod(x, y)) / y
-end
-local function ceil_div(x, y)
-  local q = div(x, y)
-  if q * y < x then q = q + 1 end
-  return q
 end
 
 -- YYYY-MM-DD of a day number (days since 1970-01-01), proleptic Gregorian.
@@ -171,43 +166,41 @@ local function excess(st, win)
   return (t[1] - now) * t[3] + t[2], t[3]
 end
 
--- The last check of windows: excess, drain rate and wait per window. One scratch table
+-- The last check of windows: excess and drain rate per window. One scratch table
 -- reused by every decision (Lua tables cost more here than the arithmetic).
-local c = {d = {}, den = {}, wait = {}}
+local c = {d = {}, den = {}}
 
--- Checks every window of `list` for `st` into `c`; whether one refuses (its wait, in
--- ms, until it would pass, is then in c.wait).
+-- Checks every window of `list` for `st` into `c`; whether one refuses.
 local function check_windows(st, list)
   local refused = false
   for j, win in ipairs(list) do
     local d, den = excess(st, win)
-    local over = d + win.w - win.w * win.limit
-    c.d[j], c.den[j], c.wait[j] = d, den, 0
-    if over > 0 then
-      c.wait[j], refused = ceil_div(over, den), true
+    c.d[j], c.den[j] = d, den
+    if d + win.w > win.w * win.limit then
+      refused = true
     end
   end
   return refused
 end
 
--- The reply's window text for the last check (waits only when it refused): one string,
--- so a decision adds one reply element whatever the number of windows.
-local function report(list, refused)
+-- The reply's window text for the last check, "<d> <den>" per window: the engine
+-- derives remaining, reset and wait from it (one place for those formulas). One
+-- string, so a decision adds one reply element whatever the number of windows.
+local function report(list)
   local r, sep = '', ''
-  for j, win in ipairs(list) do
-    local d, full = c.d[j], win.w * win.limit
-    r = r .. sep .. string.format('%s %d %d %d %d', win.secs, win.limit,
-      d >= full and 0 or div(full - d, win.w), ceil_div(d, c.den[j]),
-      refused and c.wait[j] or 0)
+  for j = 1, #list do
+    r = r .. sep .. string.format('%d %d', c.d[j], c.den[j])
     sep = ' '
   end
   return r
 end
 
--- The windows as they stand, for a replay (which touches none).
-local function as_they_stand(st, list)
+-- The windows as they stand, for a replay answered as `tier` (it touches none); none
+-- when the key has moved to another tier since, whose windows the answer would not name.
+local function as_they_stand(st, list, tier)
+  if tier ~= st.tier then return '' end
   check_windows(st, list)
-  return report(list, false)
+  return report(list)
 end
 
 -- One admission in every window of the last check: TAT' = max(TAT, now) + T, i.e.
@@ -255,7 +248,7 @@ for i = 1, n do
       d = {'key_reused', st.tier, -1, 0, '', reset_ms, ''}
     else
       d = {'replayed', first[2], first[3], first[4], '', reset_ms,
-        as_they_stand(st, list), same = idem_state[ik]}
+        as_they_stand(st, list, first[2]), same = idem_state[ik]}
     end
   else
     local stored = idem ~= '' and redis.call('GET', ik)
@@ -265,7 +258,7 @@ for i = 1, n do
         d = {'key_reused', st.tier, -1, 0, '', reset_ms, ''}
       else
         d = {'replayed', prior.tier, tonumber(prior.limit), tonumber(prior.used),
-          prior.audit or prior.entry_id, prior.reset_ms, as_they_stand(st, list)}
+          prior.audit or prior.entry_id, prior.reset_ms, as_they_stand(st, list, prior.tier)}
       end
     else
       local limit = limits[st.tier]
@@ -275,19 +268,19 @@ for i = 1, n do
         if st.override then limit = tonumber(st.override) end
         local refused = check_windows(st, list)
         if refused then
-          d = {'rate_limited', st.tier, limit, st.used, '', reset_ms, report(list, true)}
+          d = {'rate_limited', st.tier, limit, st.used, '', reset_ms, report(list)}
           if record_denied and not full(s) then
             d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
               int(st.used), 'rate_limited', idem, extras})
           end
         elseif limit >= 0 and st.used + cost > limit then
-          d = {'denied', st.tier, limit, st.used, '', reset_ms, report(list, false)}
+          d = {'denied', st.tier, limit, st.used, '', reset_ms, report(list)}
           if record_denied and not full(s) then
             d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
               int(st.used), 'denied', idem, extras})
           end
         elseif full(s) and not trim_mode then
-          d = {'backlog_full', st.tier, limit, st.used, '', reset_ms, report(list, false)}
+          d = {'backlog_full', st.tier, limit, st.used, '', reset_ms, report(list)}
         else
           if not st.list then
             st.list = list                      -- the windows this key writes in pass 2
@@ -296,7 +289,7 @@ for i = 1, n do
           take_windows(st, list)
           st.used = st.used + cost
           st.today_used = st.today_used + cost
-          d = {'allowed', st.tier, limit, st.used, '', reset_ms, report(list, false)}
+          d = {'allowed', st.tier, limit, st.used, '', reset_ms, report(list)}
           d.stream, d.pos = s, add_record(s, {key_id, st.tier, endpoint, int(cost),
             int(st.used), 'allowed', idem, extras})
           if idem ~= '' then

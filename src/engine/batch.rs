@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::{BacklogPolicy, Engine};
 use crate::metrics as m;
-use crate::quota::{format_instant, ConsumeRequest, KeyId, Period, Shard, WindowState};
+use crate::quota::{format_instant, ConsumeRequest, KeyId, Period, Shard};
 use crate::store::{from_reply, keys, StoreError};
 
 /// Batches in flight at once: one is decided while the next travels, so Redis is not
@@ -33,8 +33,9 @@ pub(super) struct Verdict {
     pub audit_ref: String,
     /// The reset instant of the decision's period, unix ms.
     pub reset_ms: i64,
-    /// The tier's windows at this decision, shortest first.
-    pub windows: Vec<WindowState>,
+    /// Per window of `tier`, shortest first, after the decision: the excess
+    /// max(0, TAT − now) × den and den (see `lua/consume_batch.lua`).
+    pub windows: Vec<(u64, u64)>,
 }
 
 /// One queued consume.
@@ -205,24 +206,15 @@ fn verdicts(reply: Value, n: usize) -> Result<(u64, Vec<Verdict>), StoreError> {
     Ok((trimmed, out))
 }
 
-/// The windows text: `window_secs limit remaining reset_after_ms wait_ms`, per window.
-fn windows(text: String) -> Result<Vec<WindowState>, StoreError> {
+/// The windows text: `<excess> <den>` per window.
+fn windows(text: String) -> Result<Vec<(u64, u64)>, StoreError> {
     let bad = || StoreError::Reply(format!("consume_batch.lua windows {text:?}"));
     let numbers = text
         .split_ascii_whitespace()
         .map(|n| n.parse::<u64>().map_err(|_| bad()))
         .collect::<Result<Vec<u64>, StoreError>>()?;
-    if !numbers.len().is_multiple_of(5) {
+    if !numbers.len().is_multiple_of(2) {
         return Err(bad());
     }
-    Ok(numbers
-        .chunks_exact(5)
-        .map(|w| WindowState {
-            window_secs: w[0],
-            limit: w[1],
-            remaining: w[2],
-            reset_after_ms: w[3],
-            wait_ms: w[4],
-        })
-        .collect())
+    Ok(numbers.chunks_exact(2).map(|w| (w[0], w[1])).collect())
 }

@@ -253,8 +253,9 @@ impl Engine {
         };
         let period = period_ending_at(verdict.reset_ms)?;
         let limit = u64::try_from(verdict.limit).ok();
+        let windows = self.window_states(&verdict.tier, &verdict.windows)?;
         let mut decision = Decision::new(&id, verdict.tier, limit, verdict.used, period);
-        decision.set_windows(verdict.windows, verdict.status == "rate_limited");
+        decision.set_windows(windows, verdict.status == "rate_limited");
         match verdict.status.as_str() {
             "allowed" | "replayed" => {
                 decision.replayed = verdict.status == "replayed";
@@ -284,6 +285,29 @@ impl Engine {
             batch::spawn(worker, rx);
             tx
         })
+    }
+
+    /// The windows of `tier` from the script's `(excess, den)` per window.
+    fn window_states(
+        &self,
+        tier: &str,
+        raw: &[(u64, u64)],
+    ) -> Result<Vec<WindowState>, StoreError> {
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        let windows = self.catalogue.get(tier).map_or(&[][..], |t| &t.rate_limits);
+        if windows.len() != raw.len() {
+            return Err(StoreError::Reply(format!(
+                "consume_batch.lua: {} windows for tier {tier:?}",
+                raw.len()
+            )));
+        }
+        Ok(windows
+            .iter()
+            .zip(raw)
+            .map(|(w, &(excess, den))| w.state_of_excess(excess, den))
+            .collect())
     }
 
     fn unknown_tier(&self, id: &KeyId, tier: String) -> EngineError {

@@ -57,8 +57,12 @@ impl RateLimit {
         self.state_at(excess, den)
     }
 
-    /// The state for an excess d (requests held × window in ms) that drains by `den`
-    /// per ms, as the script reports it.
+    /// The state for an excess d = max(0, TAT − now) × den (requests held × window in
+    /// ms) that drains by `den` per ms, as the script reports it after a decision.
+    pub fn state_of_excess(&self, excess: u64, den: u64) -> WindowState {
+        self.state_at(u128::from(excess), den.max(1))
+    }
+
     fn state_at(&self, excess: u128, den: u64) -> WindowState {
         let (w, den) = (u128::from(self.window_secs) * 1000, u128::from(den));
         let full = w * u128::from(self.limit);
