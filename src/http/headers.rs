@@ -177,7 +177,7 @@ fn insert_text(headers: &mut HeaderMap, name: &'static str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::{ApiKey, Period};
+    use crate::quota::{ApiKey, Period, WindowState};
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -239,6 +239,35 @@ mod tests {
         assert!(h.get("x-quota-limit").is_none() && h.get("x-quota-remaining").is_none());
         assert_eq!(h["x-quota-tier"], "free");
         assert_eq!(h["x-quota-reset"], "172800");
+    }
+
+    #[test]
+    fn a_rate_limited_refusal_retries_after_the_longest_wait_and_names_that_window() {
+        let now = at("2026-11-29T00:00:00Z");
+        let window = |secs, limit, remaining, reset_after_ms, wait_ms| WindowState {
+            window_secs: secs,
+            limit,
+            remaining,
+            reset_after_ms,
+            wait_ms,
+        };
+        let mut d = decision(Some(1000), 10);
+        d.allowed = false;
+        let windows = vec![
+            window(1, 10, 0, 1000, 100),
+            window(60, 20, 0, 60_000, 2_001),
+        ];
+        d.set_windows(windows, true);
+        let r = decision_response(&d, now, Answer::CONSUME);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let h = r.headers();
+        assert_eq!(h[RETRY_AFTER], "3");
+        assert_eq!(
+            h["ratelimit-policy"],
+            "\"monthly\";q=1000;w=2592000, \"1s\";q=10;w=1, \"60s\";q=20;w=60"
+        );
+        assert_eq!(h["ratelimit"], "\"60s\";r=0;t=60");
+        assert_eq!(h["ratelimit-remaining"], "990");
     }
 
     #[test]
