@@ -19,6 +19,8 @@ pub const AUDIT_BATCH_DURATION: &str = "quotad_audit_batch_duration_seconds";
 pub const AUDIT_TRIMMED_UNPERSISTED: &str = "quotad_audit_trimmed_unpersisted_total";
 /// Audit records deleted by the retention job.
 pub const AUDIT_RETENTION_DELETED: &str = "quotad_audit_retention_deleted_total";
+/// Audit entries (or records of one) acknowledged without a row because they cannot be read.
+pub const AUDIT_UNREADABLE: &str = "quotad_audit_unreadable_total";
 /// 1 when this node's tier catalogue differs from the one recorded in Redis.
 pub const TIER_CATALOGUE_MISMATCH: &str = "quotad_tier_catalogue_mismatch";
 /// HTTP requests by `route` and `status`.
@@ -76,6 +78,10 @@ pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
         AUDIT_RETENTION_DELETED,
         "Audit records deleted by retention"
     );
+    describe_counter!(
+        AUDIT_UNREADABLE,
+        "Audit entries or records that could not be read, acknowledged without a row"
+    );
     describe_gauge!(
         TIER_CATALOGUE_MISMATCH,
         "1 when this node's tier catalogue differs from Redis"
@@ -97,6 +103,7 @@ pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
         AUDIT_TRIMMED_UNPERSISTED,
         AUDIT_RETENTION_DELETED,
         HTTP_CONNECTIONS_REFUSED,
+        AUDIT_UNREADABLE,
     ] {
         metrics::counter!(counter).increment(0);
     }

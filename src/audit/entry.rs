@@ -10,8 +10,8 @@ use crate::store::{from_reply, StoreError};
 pub(crate) struct Entry {
     /// The stream entry id, `ms-seq`.
     pub id: String,
-    /// The field/value pairs; `None` when the entry was trimmed while pending.
-    pub fields: Option<Vec<(String, String)>>,
+    /// The field/value pairs, as bytes; `None` when the entry was trimmed while pending.
+    pub fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 fn items(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
@@ -22,18 +22,28 @@ fn items(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
     }
 }
 
+/// A bulk string's bytes, moved out of the reply rather than copied.
+fn bytes(value: Value, what: &str) -> Result<Vec<u8>, StoreError> {
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        Value::SimpleString(text) => Ok(text.into_bytes()),
+        other => Err(StoreError::Reply(format!("{what}: {other:?}"))),
+    }
+}
+
 fn entry(value: Value) -> Result<Entry, StoreError> {
     let mut parts = items(value, "stream entry")?.into_iter();
     let id: String = from_reply(parts.next().unwrap_or(Value::Nil), "stream entry id")?;
     let fields = match parts.next().unwrap_or(Value::Nil) {
         Value::Nil => None,
         body => {
-            let flat: Vec<String> = from_reply(body, "stream entry fields")?;
-            Some(
-                flat.chunks_exact(2)
-                    .map(|p| (p[0].clone(), p[1].clone()))
-                    .collect(),
-            )
+            let flat = items(body, "stream entry fields")?;
+            let mut pairs = Vec::with_capacity(flat.len() / 2);
+            let mut flat = flat.into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                pairs.push((bytes(k, "field name")?, bytes(v, "field value")?));
+            }
+            Some(pairs)
         }
     };
     Ok(Entry { id, fields })
@@ -46,25 +56,30 @@ fn entries(value: Value) -> Result<Vec<Entry>, StoreError> {
         .collect()
 }
 
-/// The entries of an XREADGROUP over one stream (nil = nothing new).
-pub(crate) fn read_reply(value: Value) -> Result<Vec<Entry>, StoreError> {
-    let value = match value {
-        Value::Map(pairs) => {
-            return pairs
-                .into_iter()
-                .next()
-                .map_or(Ok(Vec::new()), |p| entries(p.1))
-        }
-        other => other,
+/// Entries by stream name.
+pub(crate) type ByStream = Vec<(Vec<u8>, Vec<Entry>)>;
+
+/// The entries of an XREADGROUP over any number of streams, by stream name; a stream
+/// with nothing to deliver may be absent (nil = nothing new anywhere).
+pub(crate) fn read_reply(value: Value) -> Result<ByStream, StoreError> {
+    // RESP3 answers a map of stream name to entries, RESP2 an array of pairs.
+    let pairs: Vec<(Value, Value)> = match value {
+        Value::Map(pairs) => pairs,
+        other => items(other, "XREADGROUP reply")?
+            .into_iter()
+            .map(|stream| {
+                let mut parts = items(stream, "XREADGROUP stream")?.into_iter();
+                Ok((
+                    parts.next().unwrap_or(Value::Nil),
+                    parts.next().unwrap_or(Value::Nil),
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?,
     };
-    match items(value, "XREADGROUP reply")?.into_iter().next() {
-        None => Ok(Vec::new()),
-        Some(stream) => {
-            let mut parts = items(stream, "XREADGROUP stream")?.into_iter();
-            let _name = parts.next();
-            entries(parts.next().unwrap_or(Value::Nil))
-        }
-    }
+    pairs
+        .into_iter()
+        .map(|(name, body)| Ok((bytes(name, "stream name")?, entries(body)?)))
+        .collect()
 }
 
 /// What one XAUTOCLAIM call returns.
@@ -112,10 +127,27 @@ mod tests {
             ]),
         ])]);
         let got = read_reply(reply).unwrap();
-        assert_eq!(got[0].fields, Some(vec![("a".into(), "b".into())]));
+        assert_eq!(got[0].0, b"quotad:{q001}:audit");
+        let got = &got[0].1;
+        assert_eq!(got[0].fields, Some(vec![(b"a".to_vec(), b"b".to_vec())]));
         assert_eq!(got[1].id, "2-0");
         assert_eq!(got[1].fields, None);
         assert!(read_reply(Value::Nil).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_resp3_map_names_each_stream() {
+        let reply = Value::Map(vec![
+            (
+                s("x"),
+                Value::Array(vec![Value::Array(vec![s("1-0"), Value::Nil])]),
+            ),
+            (s("y"), Value::Array(vec![])),
+        ]);
+        let got = read_reply(reply).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0.as_slice(), got[0].1.len()), (&b"x"[..], 1));
+        assert!(got[1].1.is_empty());
     }
 
     #[test]

@@ -3,14 +3,19 @@
 //! # Layout
 //!
 //! - [`record`]: [`AuditRecord`], one audit record as SPEC §1 names its fields, and
-//!   how a stream entry becomes one.
-//! - `stream`: the Redis side: consumer group, XREADGROUP / XAUTOCLAIM, ack + trim
-//!   (`lua/audit_ack.lua`), on a connection of its own.
-//! - `sink`: the one thread that owns the SQLite write connection.
+//!   the compact row SQLite keeps of it.
+//! - `id`: a record's identity (shard, entry id, position) and its text form.
+//! - `entry` and `decode`: stream replies parsed, and entries (v1: one record, v2: one
+//!   entry per shard per batch of decisions, several records) decoded into rows.
+//! - `stream`: the Redis side: consumer group, one XREADGROUP naming every shard stream
+//!   (behind `NewEntries`, so a Cluster variant can read per node), XAUTOCLAIM, and one
+//!   ack + trim call per batch (`lua/audit_ack.lua`), on connections of its own.
+//! - `sink`: the one thread that owns the SQLite write connection; `table`: how a row
+//!   is written.
 //! - [`writer`]: the task that moves entries from the streams to the sink:
 //!   read → COMMIT → XACK → XTRIM MINID, and recovery on start; `options` and
 //!   `batch` hold its settings and the entries in hand.
-//! - [`schema`]: the versioned SQLite schema (`PRAGMA user_version`).
+//! - [`schema`]: the versioned SQLite schema (`PRAGMA user_version`), migrated forward.
 //! - [`query`]: [`AuditReader`], newest-first keyset pages of one key's records.
 //! - [`retention`]: deletes records older than their tier's retention.
 //! - [`cli`]: `quotad audit query`.
@@ -26,7 +31,9 @@
 
 mod batch;
 pub mod cli;
+mod decode;
 mod entry;
+mod id;
 mod options;
 pub mod query;
 pub mod record;
@@ -34,6 +41,7 @@ pub mod retention;
 pub mod schema;
 mod sink;
 mod stream;
+mod table;
 pub mod writer;
 
 pub use options::{Fault, WriterOptions};
@@ -67,6 +75,9 @@ pub enum AuditError {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The database holds a row this quotad cannot read (a migration stops on it).
+    #[error("the audit database is corrupt: {0}")]
+    Corrupt(String),
     /// The pagination cursor was not issued by this server (400).
     #[error("the cursor is not valid")]
     BadCursor,

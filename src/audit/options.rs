@@ -25,15 +25,18 @@ pub struct WriterOptions {
     pub shards: u32,
     /// Stable consumer name in the group.
     pub consumer: String,
-    /// Entries per transaction (and per shard per read).
+    /// Records per transaction (whole entries: a v2 entry is never split), and entries
+    /// per shard per read while entries carry one record (fewer when they carry more).
     pub batch_size: usize,
     /// Pending entries of other consumers idle this long are claimed.
     pub claim_idle: Duration,
-    /// Longest pause between polls when the streams are empty.
-    pub max_idle_poll: Duration,
+    /// How long one read waits for new entries while the streams are empty
+    /// (XREADGROUP BLOCK); short, so the claim and backlog timers stay on time.
+    pub block: Duration,
     /// How often `quotad_audit_backlog` is refreshed.
     pub backlog_refresh: Duration,
-    /// Response timeout of the writer's own Redis connection.
+    /// Response timeout of the writer's own Redis connections (the blocking one waits
+    /// this plus `block`).
     pub redis_timeout: Duration,
     /// Stop at this point of the first batch (crash tests).
     pub fault: Option<Fault>,
@@ -49,7 +52,7 @@ impl WriterOptions {
             consumer: config.consumer.clone(),
             batch_size: config.batch_size.max(1),
             claim_idle: Duration::from_secs(config.claim_idle_secs),
-            max_idle_poll: Duration::from_millis(100),
+            block: Duration::from_secs(1),
             backlog_refresh: Duration::from_secs(5),
             redis_timeout: Duration::from_secs(10),
             fault: None,

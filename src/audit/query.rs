@@ -1,9 +1,11 @@
 //! Reading the audit log: one key's records, newest first, in keyset pages.
 //!
-//! Pages are ordered by `(ts_ms, seq)` descending (`seq` is the insertion order,
-//! which within one key is stream order) and a cursor is the position of the last
-//! record served, so every record is on exactly one page even while new records
-//! arrive (they sort before the cursor, or after it if they are older).
+//! Pages are ordered by `(ts_ms, audit identity)` descending (the identity is the
+//! shard, the entry id and the position; one key's records are all in one shard, so
+//! within an instant this is stream order), which is the order of the table's primary
+//! key after the key id: a page is one backwards range scan. A cursor is the position
+//! of the last record served, so every record is on exactly one page even while new
+//! records arrive (they sort before the cursor, or after it if they are older).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
+use super::decode::key_bytes;
+use super::id::AuditId;
 use super::record::AuditRecord;
 use super::{schema, AuditError};
 use crate::quota::{format_instant, KeyId};
@@ -60,38 +64,53 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-/// A page position: the `(ts_ms, seq)` of the last record served.
+/// A page position: the `(ts_ms, shard, entry_ms, entry_seq, pos)` of the last record
+/// served, as stored (entry id parts as SQLite's i64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cursor {
-    ts_ms: i64,
-    seq: i64,
-}
+struct Cursor([i64; 5]);
 
 impl Cursor {
+    /// Above every record.
+    const TOP: Cursor = Cursor([i64::MAX; 5]);
+
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", self.ts_ms, self.seq))
+        let [ts, shard, ms, seq, pos] = self.0;
+        URL_SAFE_NO_PAD.encode(format!("v2:{ts}:{shard}:{ms}:{seq}:{pos}"))
     }
 
+    /// Only cursors of this schema decode: a version 1 cursor is a bad request.
     fn decode(text: &str) -> Result<Cursor, AuditError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(text)
             .map_err(|_| AuditError::BadCursor)?;
         let text = String::from_utf8(bytes).map_err(|_| AuditError::BadCursor)?;
-        let rest = text.strip_prefix("v1:").ok_or(AuditError::BadCursor)?;
-        let (ts, seq) = rest.split_once(':').ok_or(AuditError::BadCursor)?;
-        Ok(Cursor {
-            ts_ms: ts.parse().map_err(|_| AuditError::BadCursor)?,
-            seq: seq.parse().map_err(|_| AuditError::BadCursor)?,
-        })
+        let rest = text.strip_prefix("v2:").ok_or(AuditError::BadCursor)?;
+        let mut parts = rest.split(':').map(|p| p.parse::<i64>());
+        let mut out = [0i64; 5];
+        for slot in &mut out {
+            *slot = parts
+                .next()
+                .and_then(Result::ok)
+                .ok_or(AuditError::BadCursor)?;
+        }
+        match parts.next() {
+            None => Ok(Cursor(out)),
+            Some(_) => Err(AuditError::BadCursor),
+        }
     }
 }
 
-const SELECT: &str = "SELECT audit_id, key_id, tier, ts_ms, endpoint, cost, used_after, outcome,
-        idempotency_key, request, response, error, processing_ms, seq
-    FROM audit_records
-    WHERE key_id = ?1 AND ts_ms >= ?2 AND (ts_ms, seq) < (?3, ?4)
-    ORDER BY ts_ms DESC, seq DESC
-    LIMIT ?5";
+/// Label names come from their table by primary key; as scalar subqueries they cannot
+/// change the plan, which must stay one range of the table's primary key.
+const SELECT: &str = "SELECT ts_ms, shard, entry_ms, entry_seq, pos,
+        (SELECT label FROM audit_labels WHERE id = r.tier),
+        (SELECT label FROM audit_labels WHERE id = r.outcome),
+        endpoint, cost, used_after, idempotency_key, request, response, error, processing_ms
+    FROM audit_rows r
+    WHERE key_id = ?1 AND ts_ms >= ?2
+        AND (ts_ms, shard, entry_ms, entry_seq, pos) < (?3, ?4, ?5, ?6, ?7)
+    ORDER BY ts_ms DESC, shard DESC, entry_ms DESC, entry_seq DESC, pos DESC
+    LIMIT ?8";
 
 /// Read access to the audit database; cheap to clone. Queries run off the runtime on
 /// connections of their own (WAL lets them read while the writer commits).
@@ -131,23 +150,17 @@ impl AuditReader {
         }
         let after = match &query.cursor {
             Some(text) => Cursor::decode(text)?,
-            None => Cursor {
-                ts_ms: i64::MAX,
-                seq: i64::MAX,
-            },
+            None => Cursor::TOP,
         };
         let from = query.from.map_or(i64::MIN, |t| t.timestamp_millis());
-        // One upper bound, so the index range starts right at the page: `ts_ms < to`
-        // is `(ts_ms, seq) < (to, i64::MIN)`.
+        // One upper bound, so the range starts right at the page: `ts_ms < to` is
+        // `(ts_ms, …) < (to, i64::MIN, …)`.
         let after = match query.to.map(|t| t.timestamp_millis()) {
-            Some(to) if to <= after.ts_ms => Cursor {
-                ts_ms: to,
-                seq: i64::MIN,
-            },
+            Some(to) if to <= after.0[0] => Cursor([to, i64::MIN, i64::MIN, i64::MIN, i64::MIN]),
             _ => after,
         };
         let conn = self.checkout()?;
-        let result = page(&conn, query.key_id.as_str(), from, &after, limit);
+        let result = page(&conn, &query.key_id, from, &after, limit);
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(conn);
         }
@@ -165,17 +178,19 @@ impl AuditReader {
 
 fn page(
     conn: &Connection,
-    key_id: &str,
+    key_id: &KeyId,
     from: i64,
     after: &Cursor,
     limit: u32,
 ) -> Result<AuditPage, AuditError> {
-    // Without a cursor, `after` is (i64::MAX, i64::MAX), above every real record.
+    let key = key_bytes(key_id.as_str().as_bytes())
+        .map_err(|_| AuditError::BadQuery("the key id is not 32 hex characters".into()))?;
+    let [ts, shard, ms, seq, pos] = after.0;
     let mut stmt = conn.prepare_cached(SELECT)?;
     let mut records: Vec<(Cursor, AuditRecord)> = stmt
         .query_map(
-            params![key_id, from, after.ts_ms, after.seq, limit + 1],
-            record,
+            params![&key[..], from, ts, shard, ms, seq, pos, limit + 1],
+            |row| record(row, key_id),
         )?
         .collect::<Result<_, _>>()?;
     let next_cursor = if records.len() > limit as usize {
@@ -190,11 +205,17 @@ fn page(
     })
 }
 
-fn record(row: &Row<'_>) -> rusqlite::Result<(Cursor, AuditRecord)> {
-    let ts_ms: i64 = row.get(3)?;
-    let position = Cursor {
-        ts_ms,
-        seq: row.get(13)?,
+fn record(row: &Row<'_>, key_id: &KeyId) -> rusqlite::Result<(Cursor, AuditRecord)> {
+    let mut position = [0i64; 5];
+    for (i, slot) in position.iter_mut().enumerate() {
+        *slot = row.get(i)?;
+    }
+    let [ts_ms, shard, ms, seq, pos] = position;
+    let id = AuditId {
+        shard: shard as u32,
+        ms: ms as u64,
+        seq: seq as u64,
+        pos: pos as u32,
     };
     let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
         let text: Option<String> = row.get(i)?;
@@ -204,21 +225,21 @@ fn record(row: &Row<'_>) -> rusqlite::Result<(Cursor, AuditRecord)> {
         .map(format_instant)
         .unwrap_or_default();
     Ok((
-        position,
+        Cursor(position),
         AuditRecord {
-            audit_id: row.get(0)?,
-            key_id: row.get(1)?,
-            tier: row.get(2)?,
+            audit_id: id.to_string(),
+            key_id: key_id.to_string(),
+            tier: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
             timestamp,
-            endpoint: row.get(4)?,
-            cost: row.get::<_, i64>(5)? as u64,
-            used_after: row.get::<_, i64>(6)? as u64,
-            outcome: row.get(7)?,
-            idempotency_key: row.get(8)?,
-            request: json(9)?,
-            response: json(10)?,
-            error: row.get(11)?,
-            processing_ms: row.get(12)?,
+            endpoint: row.get(7)?,
+            cost: row.get::<_, i64>(8)? as u64,
+            used_after: row.get::<_, i64>(9)? as u64,
+            outcome: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
+            idempotency_key: row.get(10)?,
+            request: json(11)?,
+            response: json(12)?,
+            error: row.get(13)?,
+            processing_ms: row.get(14)?,
         },
     ))
 }
@@ -229,17 +250,18 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let c = Cursor {
-            ts_ms: 1_764_272_474_123,
-            seq: 42,
-        };
+        let c = Cursor([1_764_272_474_123, 7, 1_764_272_474_120, 0, 3]);
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         for bad in [
             "",
             "!!",
             "djE6",
             "djE6eDp5",
-            &URL_SAFE_NO_PAD.encode("v2:1:2"),
+            // a cursor of schema 1
+            &URL_SAFE_NO_PAD.encode("v1:1:2"),
+            &URL_SAFE_NO_PAD.encode("v2:1:2:3:4"),
+            &URL_SAFE_NO_PAD.encode("v2:1:2:3:4:5:6"),
+            &URL_SAFE_NO_PAD.encode("v2:1:2:3:4:x"),
             &URL_SAFE_NO_PAD.encode("v1:1:q001-1-0"),
         ] {
             assert!(

@@ -3,17 +3,17 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
+use super::decode::key_bytes;
+use super::id::AuditId;
+use super::record::Row;
+use super::table::{insert_rows, Labels};
 use super::AuditError;
 use crate::config::Synchronous;
 
-/// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 1: the records, one index per access path.
-    "CREATE TABLE audit_records (
-        -- insertion order (a rowid alias, stable across VACUUM): within one key it is
-        -- stream order, so it orders records of the same millisecond
+/// Schema 1: text records, one index per access path (kept to migrate old files).
+const V1: &str = "CREATE TABLE audit_records (
         seq             INTEGER PRIMARY KEY,
         audit_id        TEXT NOT NULL UNIQUE,
         key_id          TEXT NOT NULL,
@@ -29,11 +29,127 @@ const MIGRATIONS: &[&str] = &[
         error           TEXT,
         processing_ms   REAL
     );
-    -- queries: this key, newest first, within a time range (keyset pagination)
     CREATE INDEX audit_by_key_time ON audit_records (key_id, ts_ms DESC, seq DESC);
-    -- retention: this tier, older than its cut-off, in small batches
-    CREATE INDEX audit_by_tier_time ON audit_records (tier, ts_ms);",
-];
+    CREATE INDEX audit_by_tier_time ON audit_records (tier, ts_ms);";
+
+/// Schema 2: compact rows in one B-tree, clustered on the query's access path (one key's
+/// records in time order, then stream order), so a page of a key's records is one range
+/// of it. Retention finds what a tier has per day and key in `audit_days`, one small row
+/// per (tier, UTC day, key) rather than an index entry per record: measured, such an
+/// index cost a quarter of the writer's SQLite time and 47 bytes per record.
+const V2: &str = "CREATE TABLE audit_labels (
+        id    INTEGER PRIMARY KEY,
+        label TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE audit_rows (
+        key_id          BLOB NOT NULL,     -- the key id's 16 bytes
+        ts_ms           INTEGER NOT NULL,  -- decided at, unix ms
+        shard           INTEGER NOT NULL,  -- the audit identity: shard,
+        entry_ms        INTEGER NOT NULL,  --   stream entry id,
+        entry_seq       INTEGER NOT NULL,
+        pos             INTEGER NOT NULL,  --   position in a v2 entry (1..n); 0 in v1
+        tier            INTEGER NOT NULL,  -- audit_labels.id
+        outcome         INTEGER NOT NULL,  -- audit_labels.id
+        endpoint        TEXT NOT NULL,
+        cost            INTEGER NOT NULL,
+        used_after      INTEGER NOT NULL,
+        idempotency_key TEXT,
+        request         TEXT,              -- JSON
+        response        TEXT,              -- JSON
+        error           TEXT,
+        processing_ms   REAL,
+        PRIMARY KEY (key_id, ts_ms, shard, entry_ms, entry_seq, pos)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit_days (
+        tier   INTEGER NOT NULL,  -- audit_labels.id
+        day    INTEGER NOT NULL,  -- ts_ms / 86,400,000: the UTC day
+        key_id BLOB NOT NULL,
+        PRIMARY KEY (tier, day, key_id)
+    ) WITHOUT ROWID;";
+
+/// Schema 2 keeps schema 1's table name as a view in the old shape (text ids, labels),
+/// for operators with the sqlite3 shell and for scripts written against version 1.
+const V2_VIEW: &str = "CREATE VIEW audit_records AS SELECT
+        printf('q%03d-%d-%d', r.shard, r.entry_ms, r.entry_seq)
+            || CASE r.pos WHEN 0 THEN '' ELSE '.' || r.pos END AS audit_id,
+        lower(hex(r.key_id)) AS key_id,
+        (SELECT label FROM audit_labels WHERE id = r.tier) AS tier,
+        r.ts_ms, r.endpoint, r.cost, r.used_after,
+        (SELECT label FROM audit_labels WHERE id = r.outcome) AS outcome,
+        r.idempotency_key, r.request, r.response, r.error, r.processing_ms
+    FROM audit_rows r";
+
+/// Rows copied per call while migrating (bounded memory, sorted day summaries).
+const COPY_CHUNK: usize = 10_000;
+
+/// One forward step of the schema.
+enum Migration {
+    /// Statements only.
+    Sql(&'static str),
+    /// Statements and a copy of the rows, in Rust (the ids need parsing).
+    Code(fn(&Connection) -> Result<(), AuditError>),
+}
+
+/// Forward migrations; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[Migration] = &[Migration::Sql(V1), Migration::Code(compact_rows)];
+
+/// 1 → 2: every v1 row copied into the compact table, then the v1 table replaced by
+/// its view. Runs inside the migration's transaction: it happens whole or not at all.
+fn compact_rows(conn: &Connection) -> Result<(), AuditError> {
+    conn.execute_batch(V2)?;
+    let mut labels = Labels::load(conn)?;
+    let mut old = conn.prepare(
+        "SELECT audit_id, key_id, tier, ts_ms, endpoint, cost, used_after, outcome,
+            idempotency_key, request, response, error, processing_ms
+        FROM audit_records ORDER BY seq",
+    )?;
+    let mut rows = old.query([])?;
+    let (mut copied, mut chunk) = (0, Vec::with_capacity(COPY_CHUNK));
+    loop {
+        let next = rows.next()?;
+        let done = next.is_none();
+        if let Some(r) = next {
+            chunk.push(v1_row(r)?);
+        }
+        if chunk.len() == COPY_CHUNK || (done && !chunk.is_empty()) {
+            copied += insert_rows(conn, &mut labels, &chunk)?;
+            chunk.clear();
+        }
+        if done {
+            break;
+        }
+    }
+    drop(rows);
+    drop(old);
+    conn.execute_batch(&format!("DROP TABLE audit_records; {V2_VIEW};"))?;
+    tracing::info!(
+        rows = copied,
+        "audit records copied into the compact schema"
+    );
+    Ok(())
+}
+
+/// A row of schema 1 in the compact shape; an id that does not parse stops the migration.
+fn v1_row(r: &rusqlite::Row<'_>) -> Result<Row, AuditError> {
+    let audit_id: String = r.get(0)?;
+    let key_id: String = r.get(1)?;
+    let corrupt = |what: &str| AuditError::Corrupt(format!("{what} of v1 row {audit_id:?}"));
+    Ok(Row {
+        id: AuditId::parse(&audit_id).ok_or_else(|| corrupt("the audit_id"))?,
+        key_id: key_bytes(key_id.as_bytes()).map_err(|_| corrupt("the key_id"))?,
+        tier: r.get(2)?,
+        ts_ms: r.get(3)?,
+        endpoint: r.get(4)?,
+        cost: r.get::<_, i64>(5)? as u64,
+        used_after: r.get::<_, i64>(6)? as u64,
+        outcome: r.get(7)?,
+        idempotency_key: r.get(8)?,
+        request: r.get(9)?,
+        response: r.get(10)?,
+        error: r.get(11)?,
+        processing_ms: r.get(12)?,
+    })
+}
 
 /// The schema version this build writes and reads.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -122,11 +238,15 @@ pub fn migrate(conn: &Connection) -> Result<(), AuditError> {
             supported: VERSION,
         });
     }
-    for (from, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let to = from as i64 + 1;
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;"
-        ))?;
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        match step {
+            Migration::Sql(sql) => tx.execute_batch(sql)?,
+            Migration::Code(step) => step(&tx)?,
+        }
+        tx.pragma_update(None, "user_version", to)?;
+        tx.commit()?;
         tracing::info!(version = to, "audit database migrated");
     }
     Ok(())

@@ -1,20 +1,16 @@
 //! The one thread that owns the SQLite write connection: one IMMEDIATE transaction
-//! of `INSERT OR IGNORE` per batch, so redelivered entries never duplicate.
+//! of `INSERT OR IGNORE` per batch, so redelivered records never duplicate.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::record::Row;
+use super::table::{insert_rows, Labels};
 use super::AuditError;
-
-const INSERT: &str = "INSERT OR IGNORE INTO audit_records
-    (audit_id, key_id, tier, ts_ms, endpoint, cost, used_after, outcome,
-     idempotency_key, request, response, error, processing_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 struct Job {
     rows: Vec<Row>,
@@ -40,14 +36,20 @@ pub(crate) struct Sink {
 impl Sink {
     /// Starts the thread that owns `conn`.
     pub fn start(conn: Connection) -> Result<Sink, AuditError> {
+        let mut labels = Labels::load(&conn)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("quotad-audit-sqlite".to_owned())
             .spawn(move || {
                 let mut conn = conn;
-                for job in rx {
+                for mut job in rx {
                     let started = Instant::now();
-                    let result = commit(&mut conn, &job.rows).map(|inserted| Committed {
+                    let result = commit(&mut conn, &mut labels, &mut job.rows);
+                    if result.is_err() {
+                        // Labels the rolled-back transaction added are gone again.
+                        let _ = labels.reload(&conn);
+                    }
+                    let result = result.map(|inserted| Committed {
                         inserted,
                         took: started.elapsed(),
                     });
@@ -93,31 +95,16 @@ impl Commit {
     }
 }
 
-fn commit(conn: &mut Connection, rows: &[Row]) -> Result<usize, AuditError> {
+fn commit(
+    conn: &mut Connection,
+    labels: &mut Labels,
+    rows: &mut [Row],
+) -> Result<usize, AuditError> {
+    // In key order the inserts walk the table's B-tree from left to right, touching
+    // each page once per batch instead of jumping between keys.
+    rows.sort_unstable_by_key(|r| (r.key_id, r.ts_ms, r.id));
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut inserted = 0;
-    {
-        let mut stmt = tx.prepare_cached(INSERT)?;
-        for row in rows {
-            let r = &row.record;
-            let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
-            inserted += stmt.execute(params![
-                r.audit_id,
-                r.key_id,
-                r.tier,
-                row.ts_ms,
-                r.endpoint,
-                r.cost as i64,
-                r.used_after as i64,
-                r.outcome,
-                r.idempotency_key,
-                json(&r.request),
-                json(&r.response),
-                r.error,
-                r.processing_ms,
-            ])?;
-        }
-    }
+    let inserted = insert_rows(&tx, labels, rows)?;
     tx.commit()?;
     Ok(inserted)
 }

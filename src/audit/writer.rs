@@ -5,13 +5,20 @@
 //! if any, keyed by `audit_id`; the next start re-reads its own pending entries first,
 //! then claims other consumers' idle ones, so nothing is lost or duplicated.
 //!
-//! A round reads up to `batch_size` entries per shard and queues its batches on the
-//! SQLite thread; the next round is read while they commit. On cancel the round in
-//! hand is committed and acknowledged; what was read ahead stays pending for the
-//! next start.
+//! Two loops run side by side, so that reading, decoding, committing and acknowledging
+//! overlap: the *reader* takes one XREADGROUP over every shard stream per round
+//! (blocking while they are empty), decodes it and queues its batches on the SQLite
+//! thread; the *acker* waits for each batch's COMMIT, in order, and acknowledges it with
+//! one call for all its shards. The records queued and not yet acknowledged are bounded
+//! (about one read's worth), so the next read is decoded while the SQLite thread works
+//! through the last one. On cancel every batch queued is committed and acknowledged;
+//! a read cut short leaves its entries pending for the next start.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +26,7 @@ use super::batch::{items, Batch, Item};
 use super::options::{Fault, WriterOptions};
 use super::retention::spawn_retention;
 use super::sink::{Commit, Sink};
-use super::stream::Streams;
+use super::stream::{NewEntries, OneRedis, Read, StreamNames, Streams};
 use super::{schema, AuditError};
 use crate::config::AuditConfig;
 use crate::metrics as m;
@@ -86,17 +93,27 @@ pub async fn spawn_writer_with(
         .await
         .map_err(|e| AuditError::Unavailable(e.to_string()))??;
     let sink = Sink::start(conn)?;
+    let names = StreamNames::new(options.shards);
     let streams = Streams::new(
         store.clone(),
-        options.shards,
+        names.clone(),
         options.consumer.clone(),
         options.redis_timeout,
     );
+    // The blocking read's replies may take the whole BLOCK time on top of the usual.
+    let new = OneRedis::new(
+        store.clone(),
+        names,
+        options.consumer.clone(),
+        options.redis_timeout + options.block,
+    );
     let writer = Writer {
         streams,
+        new: Box::new(new),
         sink,
         options,
         token,
+        per_entry: AtomicUsize::new(1),
     };
     Ok(AuditWriter {
         task: tokio::spawn(writer.run()),
@@ -106,15 +123,27 @@ pub async fn spawn_writer_with(
 
 struct Writer {
     streams: Streams,
+    new: Box<dyn NewEntries>,
     sink: Sink,
     options: WriterOptions,
     token: CancellationToken,
+    /// Records per entry in the last round (1 before the first), so that a read holds
+    /// about `batch_size` records per shard however many records entries carry.
+    per_entry: AtomicUsize,
+}
+
+/// Where the reader hands batches to the acker, and the records it may have in flight.
+struct Sender {
+    queue: mpsc::UnboundedSender<InFlight>,
+    in_flight: Arc<Semaphore>,
 }
 
 /// A batch queued on the sink, waiting for COMMIT before its XACK.
 struct InFlight {
     commit: Option<Commit>,
     acks: Vec<(usize, Vec<String>)>,
+    /// Its share of the records in flight, given back once it is acknowledged.
+    _rows: OwnedSemaphorePermit,
 }
 
 impl Writer {
@@ -136,6 +165,7 @@ impl Writer {
                         metrics::counter!(m::REDIS_ERRORS, "kind" => store.kind()).increment(1);
                     }
                     self.streams.reset();
+                    self.new.reset();
                     if self.pause(backoff).await {
                         break;
                     }
@@ -155,16 +185,60 @@ impl Writer {
         }
     }
 
-    /// One connected run: own pending entries, then idle ones of others, then new ones.
+    /// Entries per shard to ask for in one read.
+    fn count(&self) -> usize {
+        let size = self.options.batch_size;
+        (size / self.per_entry.load(Ordering::Relaxed).max(1)).clamp(1, size)
+    }
+
+    /// Learns how many records the entries of a round carry.
+    fn learn(&self, items: &[Item]) {
+        let rows: usize = items.iter().map(|i| i.rows.len()).sum();
+        let per_entry = rows.div_ceil(items.len().max(1)).max(1);
+        self.per_entry.store(per_entry, Ordering::Relaxed);
+    }
+
+    /// New entries of every shard, waiting up to `block` while there are none; `None`
+    /// once cancelled (a read cut short leaves its entries pending for the next start).
+    async fn read_new(&self) -> Result<Option<Read>, AuditError> {
+        tokio::select! {
+            biased;
+            _ = self.token.cancelled() => Ok(None),
+            read = self.new.read(self.count(), self.options.block) => Ok(Some(read?)),
+        }
+    }
+
+    /// One connected run: the reader and the acker side by side until cancelled or
+    /// one of them fails (batches queued then stay pending for the next run).
     async fn session(&mut self) -> Result<(), AuditError> {
         self.streams.connect().await?;
-        self.drain_pending().await?;
-        self.claim_idle().await?;
+        self.new.connect().await?;
+        let (queue, queued) = mpsc::unbounded_channel();
+        let acker = acknowledge(&self.streams, self.options.fault, queued);
+        let in_flight = Arc::new(Semaphore::new(self.max_in_flight()));
+        tokio::try_join!(self.read_all(Sender { queue, in_flight }), acker)?;
+        Ok(())
+    }
+
+    /// Records queued and not yet acknowledged: about one read (`batch_size` per shard,
+    /// at least four shards' worth so that one shard still overlaps its batches).
+    fn max_in_flight(&self) -> usize {
+        (self.streams.shards().max(4) * self.options.batch_size).min(Semaphore::MAX_PERMITS)
+    }
+
+    /// Records per transaction: `batch_size` entries, and at most half of what may be in
+    /// flight, so that one batch commits while the next is queued.
+    fn max_rows(&self) -> usize {
+        (self.max_in_flight() / 2).max(self.options.batch_size)
+    }
+
+    /// The reader: own pending entries, then idle ones of others, then new ones, each
+    /// read decoded and queued for COMMIT; the claim and backlog timers between reads.
+    async fn read_all(&self, queue: Sender) -> Result<(), AuditError> {
+        self.drain_pending(&queue).await?;
+        self.claim_idle(&queue).await?;
         let mut next_claim = Instant::now() + self.options.claim_idle;
         let mut next_gauge = Instant::now();
-        let mut idle = Duration::ZERO;
-        let starts = vec![Some(">".to_owned()); self.streams.shards()];
-        let mut ahead = None;
         while !self.token.is_cancelled() {
             let now = Instant::now();
             if now >= next_gauge {
@@ -172,59 +246,50 @@ impl Writer {
                 next_gauge = now + self.options.backlog_refresh;
             }
             if now >= next_claim {
-                self.claim_idle().await?;
+                self.claim_idle(&queue).await?;
                 next_claim = now + self.options.claim_idle;
             }
-            let read = match ahead.take() {
-                Some(read) => read,
-                None => self.streams.read(&starts, self.options.batch_size).await?,
+            let Some(read) = self.read_new().await? else {
+                break;
             };
             let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
-            if items.is_empty() {
-                idle = (idle * 2).clamp(Duration::from_millis(1), self.options.max_idle_poll);
-                self.pause(idle).await;
-                continue;
-            }
-            idle = Duration::ZERO;
-            // Read the next round while this one commits; its acks still follow COMMIT.
-            let in_flight = self.submit_all(items)?;
-            let (next, done) = tokio::join!(
-                self.streams.read(&starts, self.options.batch_size),
-                self.finish_all(in_flight),
-            );
-            done?;
-            ahead = Some(next?);
+            // Empty: the read waited `block` already; check the timers and read again.
+            self.queue_all(items, &queue).await?;
         }
         Ok(())
     }
 
-    /// Re-reads this consumer's pending entries (from id 0) until none are left.
-    async fn drain_pending(&self) -> Result<(), AuditError> {
+    /// Re-reads this consumer's pending entries (from id 0) until none are left, with
+    /// one XREADGROUP per round over the shards that still have some.
+    async fn drain_pending(&self, queue: &Sender) -> Result<(), AuditError> {
         let mut starts = vec![Some("0".to_owned()); self.streams.shards()];
         while starts.iter().any(Option::is_some) && !self.token.is_cancelled() {
-            let read = self.streams.read(&starts, self.options.batch_size).await?;
+            let read = self.streams.read_pending(&starts, self.count()).await?;
+            // A shard missing from the reply, or answering nothing, is done.
+            let mut next = vec![None; starts.len()];
             for (s, entries) in &read {
-                starts[*s] = entries.last().map(|e| e.id.clone());
+                next[*s] = entries.last().map(|e| e.id.clone());
             }
+            starts = next;
             let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
             if !items.is_empty() {
                 tracing::info!(
                     entries = items.len(),
                     "audit writer recovering its pending entries"
                 );
-                self.persist(items).await?;
             }
+            self.queue_all(items, queue).await?;
         }
         Ok(())
     }
 
-    /// XAUTOCLAIMs entries idle longer than `claim_idle` on any consumer and persists them.
-    async fn claim_idle(&self) -> Result<(), AuditError> {
+    /// XAUTOCLAIMs entries idle longer than `claim_idle` on any consumer and queues them.
+    async fn claim_idle(&self, queue: &Sender) -> Result<(), AuditError> {
         let mut cursors = vec![Some("0-0".to_owned()); self.streams.shards()];
         while cursors.iter().any(Option::is_some) && !self.token.is_cancelled() {
             let claimed = self
                 .streams
-                .claim(&cursors, self.options.claim_idle, self.options.batch_size)
+                .claim(&cursors, self.options.claim_idle, self.count())
                 .await?;
             let mut batches = Vec::with_capacity(claimed.len());
             for (s, c) in claimed {
@@ -234,57 +299,41 @@ impl Writer {
             let items = items(batches.into_iter());
             if !items.is_empty() {
                 tracing::info!(entries = items.len(), "audit writer claimed idle entries");
-                self.persist(items).await?;
             }
+            self.queue_all(items, queue).await?;
         }
         Ok(())
     }
 
-    /// Commits and acknowledges `items`, batch by batch.
-    async fn persist(&self, items: Vec<Item>) -> Result<(), AuditError> {
-        let in_flight = self.submit_all(items)?;
-        self.finish_all(in_flight).await
-    }
-
-    /// Queues every batch of `items` on the sink, in order.
-    fn submit_all(&self, items: Vec<Item>) -> Result<Vec<InFlight>, AuditError> {
+    /// Queues every batch of `items` on the sink, in order, and hands each to the
+    /// acker; waits while too many records are in flight.
+    async fn queue_all(&self, items: Vec<Item>, queue: &Sender) -> Result<(), AuditError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        self.learn(&items);
         let mut items = items.into_iter().peekable();
-        let mut batches = Vec::new();
         while items.peek().is_some() {
-            let batch = Batch::from_items(items.by_ref().take(self.options.batch_size));
+            let batch = Batch::take(&mut items, self.options.batch_size, self.max_rows());
             if self.options.fault == Some(Fault::BeforeCommit) && !batch.rows.is_empty() {
                 return Err(AuditError::Fault(Fault::BeforeCommit));
             }
+            let share = batch.rows.len().clamp(1, self.max_in_flight()) as u32;
+            let rows = (queue.in_flight.clone().acquire_many_owned(share).await)
+                .map_err(|_| AuditError::SinkClosed)?;
             let commit = match batch.rows.is_empty() {
                 true => None,
                 false => Some(self.sink.submit(batch.rows)?),
             };
-            batches.push(InFlight {
-                commit,
-                acks: batch.acks,
-            });
-        }
-        Ok(batches)
-    }
-
-    /// Waits for each batch's COMMIT, then XACKs and trims it (never before). The
-    /// batch duration is the transaction plus the ack, not the time spent queued.
-    async fn finish_all(&self, batches: Vec<InFlight>) -> Result<(), AuditError> {
-        for batch in batches {
-            let had_rows = batch.commit.is_some();
-            let committed = match batch.commit {
-                Some(commit) => Some(commit.wait().await?),
-                None => None,
-            };
-            if self.options.fault == Some(Fault::AfterCommit) && had_rows {
-                return Err(AuditError::Fault(Fault::AfterCommit));
-            }
-            let acked = Instant::now();
-            self.streams.ack(&batch.acks).await?;
-            let inserted = committed.map_or(0, |c| c.inserted);
-            let took = committed.map_or(Duration::ZERO, |c| c.took) + acked.elapsed();
-            metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
-            metrics::histogram!(m::AUDIT_BATCH_DURATION).record(took.as_secs_f64());
+            // The acker is gone only when it failed, and then this run is ending.
+            queue
+                .queue
+                .send(InFlight {
+                    commit,
+                    acks: batch.acks,
+                    _rows: rows,
+                })
+                .map_err(|_| AuditError::SinkClosed)?;
         }
         Ok(())
     }
@@ -295,4 +344,31 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The acker: waits for each batch's COMMIT, in the order queued, then XACKs and trims
+/// it (never before), until the reader is done and every queued batch is acknowledged.
+/// The batch duration is the transaction plus the ack, not the time spent queued.
+async fn acknowledge(
+    streams: &Streams,
+    fault: Option<Fault>,
+    mut queued: mpsc::UnboundedReceiver<InFlight>,
+) -> Result<(), AuditError> {
+    while let Some(batch) = queued.recv().await {
+        let had_rows = batch.commit.is_some();
+        let committed = match batch.commit {
+            Some(commit) => Some(commit.wait().await?),
+            None => None,
+        };
+        if fault == Some(Fault::AfterCommit) && had_rows {
+            return Err(AuditError::Fault(Fault::AfterCommit));
+        }
+        let acked = Instant::now();
+        streams.ack(&batch.acks).await?;
+        let inserted = committed.map_or(0, |c| c.inserted);
+        let took = committed.map_or(Duration::ZERO, |c| c.took) + acked.elapsed();
+        metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
+        metrics::histogram!(m::AUDIT_BATCH_DURATION).record(took.as_secs_f64());
+    }
+    Ok(())
 }
