@@ -108,6 +108,7 @@ struct Step {
 fn main() {
     let opts = opts();
     println!("engine bench: {opts:?}");
+    report::print_load_average("at the start");
     let redis = if opts.appendonly {
         common::TestRedis::with_args(&["--appendonly", "yes", "--appendfsync", "everysec"])
     } else {
@@ -215,7 +216,10 @@ fn main() {
         runtime
             .block_on(writer.join())
             .expect("audit writer stops cleanly");
+        let admitted = steps.iter().map(|s| s.load.admitted).sum();
+        report::print_persisted(&audit_dir.path().join("audit.db"), admitted);
     }
+    report::print_load_average("at the end");
     assert!(
         !undrained,
         "the audit backlog did not drain to 0 within {:?}",

@@ -382,6 +382,7 @@ async fn create_keys(redis: &common::TestRedis, n: usize) -> Vec<ApiKey> {
 fn main() {
     let opts = opts();
     println!("http_load: {opts:?}");
+    report::print_load_average("at the start");
     let redis = if opts.appendonly {
         common::TestRedis::with_args(&["--appendonly", "yes", "--appendfsync", "everysec"])
     } else {
@@ -462,10 +463,14 @@ fn main() {
         per_decision(costs.redis_cpu, http.admitted),
         per_decision(process_cpu(&costs, "quotad"), http.admitted)
     );
+    if opts.writer {
+        report::print_persisted(&dir.path().join("audit.db"), http.admitted);
+    }
     report::print_commands(&costs.commands, http.decisions());
     report::print_reference(&unpipelined);
     report::print_reference(&pipelined);
     print_summary(&opts, &http, &costs, &batches, &unpipelined, &pipelined);
+    report::print_load_average("at the end");
     assert!(
         !(opts.writer && left > 0),
         "the audit backlog did not drain to 0 within {:?}",

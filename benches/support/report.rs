@@ -223,3 +223,36 @@ impl Buckets {
         self.sum / self.count.max(1) as f64
     }
 }
+
+/// Prints how many audit rows the writer committed to `db` against the admissions
+/// that should have produced them (the writer must have stopped).
+pub fn print_persisted(db: &std::path::Path, admitted: u64) {
+    let rows = rusqlite::Connection::open(db).and_then(|c| {
+        c.query_row("SELECT COUNT(*) FROM audit_rows", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    });
+    match rows {
+        Ok(rows) => println!(
+            "  audit rows persisted: {rows} for {admitted} admitted decisions{}",
+            if rows as u64 == admitted {
+                ""
+            } else {
+                " (MISMATCH)"
+            }
+        ),
+        Err(e) => println!("  audit rows persisted: cannot count ({e})"),
+    }
+}
+
+/// Prints the machine's load average: the benches share their cores with whatever
+/// else runs, and the figures are only as quiet as the machine was.
+pub fn print_load_average(when: &str) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let fields: Vec<&str> = load.split_whitespace().take(3).collect();
+    println!(
+        "machine {when}: load average {} (1, 5, 15 min) on {cores} cores",
+        fields.join(" ")
+    );
+}
