@@ -30,7 +30,7 @@ use quotad::quota::{ApiKey, ConsumeRequest};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use support::args::Args;
-use support::redis_stats::{wait_drained, BacklogSampler, Costs, Probe, Window};
+use support::redis_stats::{Backlog, BacklogSampler, Costs, Probe, Window};
 use support::reference::{RefRun, Reference};
 use support::report::{self, per_decision, Buckets};
 use tokio_util::sync::CancellationToken;
@@ -101,8 +101,79 @@ struct Step {
     load: Load,
     costs: Costs,
     batches: Buckets,
+    backlog: Backlog,
     unpipelined: RefRun,
     pipelined: RefRun,
+}
+
+/// Everything a step runs against.
+struct Bench<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    redis: &'a common::TestRedis,
+    engine: &'a Engine,
+    keys: &'a Arc<Vec<ApiKey>>,
+    metrics: &'a metrics_exporter_prometheus::PrometheusHandle,
+    opts: &'a Opts,
+    shards: u32,
+    writer: bool,
+}
+
+impl Bench<'_> {
+    /// The engine at `tasks`, measured from its start until the writer has drained
+    /// what it recorded, then the reference at the same concurrency.
+    fn step(&self, probe: &mut Probe, reference: &Reference, tasks: usize, step: usize) -> Step {
+        let batch_size = quotad::metrics::BATCH_SIZE;
+        let before = Buckets::parse(&self.metrics.render(), batch_size);
+        let sampler = BacklogSampler::start(&self.redis.client(), self.shards);
+        let window = Window::open(probe, &[("bench process", None)]);
+        let load = self
+            .runtime
+            .block_on(run_load(self.engine, self.keys, tasks, self.opts, step));
+        let backlog = Backlog::settle(sampler, probe, self.shards, self.writer, self.opts.drain);
+        let costs = window.close(probe);
+        let batches = Buckets::parse(&self.metrics.render(), batch_size).since(&before);
+        Step {
+            tasks,
+            load,
+            costs,
+            batches,
+            backlog,
+            unpipelined: reference.run(probe, tasks, 1, self.opts.secs),
+            pipelined: reference.run(probe, tasks, 16, self.opts.secs),
+        }
+    }
+}
+
+impl Step {
+    /// Everything this step measured, with the ratios.
+    fn print(&self, writer: bool) {
+        let load = &self.load;
+        println!(
+            "\n== {} tasks: engine in-process, {} ==",
+            self.tasks,
+            writer_label(writer)
+        );
+        println!(
+            "engine: {:.0} decisions/s ({} admitted, {} other, {} errors in {:.1} s), {}",
+            load.rate(),
+            load.admitted,
+            load.other,
+            load.errors,
+            load.elapsed.as_secs_f64(),
+            report::percentiles(&load.latency)
+        );
+        self.backlog.print();
+        self.batches.print("batch sizes");
+        report::print_costs(
+            &self.costs,
+            load.decisions(),
+            " (the load tasks and the audit writer included)",
+        );
+        report::print_commands(&self.costs.commands, load.decisions());
+        report::print_reference(&self.unpipelined);
+        report::print_reference(&self.pipelined);
+        print_ratios(self);
+    }
 }
 
 fn main() {
@@ -119,95 +190,23 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let metrics = quotad::app::install_metrics(&config.catalogue()).expect("metrics recorder");
     let stop_writer = CancellationToken::new();
-    let (engine, keys, writer) = runtime.block_on(async {
-        let store = config.store().expect("store");
-        let engine = Engine::new(
-            store,
-            config.catalogue(),
-            config.engine_settings(),
-            system_clock(),
-        );
-        engine.start().await.expect("engine starts");
-        let writer = match config.audit.writer {
-            true => Some(
-                quotad::audit::spawn_writer(
-                    engine.store(),
-                    config.shards,
-                    config.catalogue(),
-                    &config.audit,
-                    stop_writer.clone(),
-                )
-                .await
-                .expect("audit writer starts"),
-            ),
-            false => None,
-        };
-        let mut keys = Vec::with_capacity(opts.keys);
-        for _ in 0..opts.keys {
-            keys.push(common::new_key(&engine, "enterprise").await);
-        }
-        (engine, Arc::new(keys), writer)
-    });
+    let (engine, keys, writer) = runtime.block_on(start(&config, opts.keys, stop_writer.clone()));
     let mut probe = Probe::new(&redis.client());
     let reference = Reference::load(&mut probe, redis.socket(), opts.ref_keys);
+    let bench = Bench {
+        runtime: &runtime,
+        redis: &redis,
+        engine: &engine,
+        keys: &keys,
+        metrics: &metrics,
+        opts: &opts,
+        shards: config.shards,
+        writer: writer.is_some(),
+    };
     let mut steps = Vec::new();
-    let mut undrained = false;
     for (i, &tasks) in opts.tasks.iter().enumerate() {
-        let before = Buckets::parse(&metrics.render(), quotad::metrics::BATCH_SIZE);
-        let sampler = BacklogSampler::start(&redis.client(), config.shards);
-        let window = Window::open(&mut probe, &[("bench process", None)]);
-        let load = runtime.block_on(run_load(&engine, &keys, tasks, &opts, i));
-        let backlog_max = sampler.stop();
-        let backlog_after = probe.backlog(config.shards);
-        let drain_started = Instant::now();
-        let left = match writer.is_some() {
-            true => wait_drained(&mut probe, config.shards, opts.drain),
-            false => backlog_after,
-        };
-        let drained_in = drain_started.elapsed();
-        let costs = window.close(&mut probe);
-        let batches = Buckets::parse(&metrics.render(), quotad::metrics::BATCH_SIZE).since(&before);
-        println!(
-            "\n== {tasks} tasks: engine in-process, {} ==",
-            writer_label(writer.is_some())
-        );
-        println!(
-            "engine: {:.0} decisions/s ({} admitted, {} other, {} errors in {:.1} s), {}",
-            load.rate(),
-            load.admitted,
-            load.other,
-            load.errors,
-            load.elapsed.as_secs_f64(),
-            report::percentiles(&load.latency)
-        );
-        print_backlog(
-            writer.is_some(),
-            backlog_max,
-            backlog_after,
-            left,
-            drained_in,
-        );
-        undrained |= writer.is_some() && left > 0;
-        batches.print("batch sizes");
-        report::print_costs(
-            &costs,
-            load.decisions(),
-            " (the load tasks and the audit writer included)",
-        );
-        report::print_commands(&costs.commands, load.decisions());
-        let unpipelined = reference.run(&mut probe, tasks, 1, opts.secs);
-        report::print_reference(&unpipelined);
-        let pipelined = reference.run(&mut probe, tasks, 16, opts.secs);
-        report::print_reference(&pipelined);
-        let step = Step {
-            tasks,
-            load,
-            costs,
-            batches,
-            unpipelined,
-            pipelined,
-        };
-        print_ratios(&step);
+        let step = bench.step(&mut probe, &reference, tasks, i);
+        step.print(writer.is_some());
         steps.push(step);
     }
     print_summary(&steps, writer.is_some(), opts.appendonly);
@@ -221,10 +220,45 @@ fn main() {
     }
     report::print_load_average("at the end");
     assert!(
-        !undrained,
+        steps.iter().all(|s| s.backlog.drained()),
         "the audit backlog did not drain to 0 within {:?}",
         opts.drain
     );
+}
+
+/// The engine as `quotad serve` starts it (with its audit writer when the config says
+/// so), and `keys` new keys on the unlimited `enterprise` tier.
+async fn start(
+    config: &Config,
+    keys: usize,
+    stop_writer: CancellationToken,
+) -> (Engine, Arc<Vec<ApiKey>>, Option<quotad::audit::AuditWriter>) {
+    let engine = Engine::new(
+        config.store().expect("store"),
+        config.catalogue(),
+        config.engine_settings(),
+        system_clock(),
+    );
+    engine.start().await.expect("engine starts");
+    let writer = match config.audit.writer {
+        true => Some(
+            quotad::audit::spawn_writer(
+                engine.store(),
+                config.shards,
+                config.catalogue(),
+                &config.audit,
+                stop_writer,
+            )
+            .await
+            .expect("audit writer starts"),
+        ),
+        false => None,
+    };
+    let mut created = Vec::with_capacity(keys);
+    for _ in 0..keys {
+        created.push(common::new_key(&engine, "enterprise").await);
+    }
+    (engine, Arc::new(created), writer)
 }
 
 /// quotad's default settings on `redis`, as `quotad serve` would read them, with the
@@ -325,22 +359,7 @@ fn writer_label(writer: bool) -> &'static str {
     }
 }
 
-/// The backlog during and after the load, and how long the writer took to drain it.
-fn print_backlog(writer: bool, max: u64, after: u64, left: u64, drained_in: Duration) {
-    let end = match (writer, left) {
-        (false, _) => "no writer, so it stays".to_owned(),
-        (true, 0) => format!("0 after {:.2} s (drained)", drained_in.as_secs_f64()),
-        (true, n) => format!(
-            "STILL {n} after {:.1} s: the writer did not keep up",
-            drained_in.as_secs_f64()
-        ),
-    };
-    println!(
-        "  audit backlog: at most {max} entries during the load (sampled every 250 ms), \
-         {after} right after it, {end}"
-    );
-}
-
+/// Engine over reference, for decisions/s and for Redis CPU per decision.
 fn print_ratios(step: &Step) {
     let redis_us = per_decision(step.costs.redis_cpu, step.load.decisions());
     println!(

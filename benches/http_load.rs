@@ -38,7 +38,7 @@ use quotad::quota::ApiKey;
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 use support::args::Args;
-use support::redis_stats::{wait_drained, BacklogSampler, Probe, Window};
+use support::redis_stats::{Backlog, BacklogSampler, Costs, Probe, Window};
 use support::reference::{RefRun, Reference};
 use support::report::{self, per_decision, Buckets};
 
@@ -388,7 +388,6 @@ fn main() {
     } else {
         common::TestRedis::start()
     };
-    let shards = Config::default().shards;
     let dir = tempfile::tempdir().expect("bench dir");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let keys = Arc::new(runtime.block_on(create_keys(&redis, opts.keys)));
@@ -402,37 +401,66 @@ fn main() {
     );
     let mut probe = Probe::new(&redis.client());
     let reference = Reference::load(&mut probe, redis.socket(), opts.ref_keys);
-
-    let before = runtime.block_on(batch_sizes(quotad.addr));
-    let sampler = BacklogSampler::start(&redis.client(), shards);
-    let window = Window::open(
-        &mut probe,
-        &[("quotad", Some(quotad.pid())), ("load generator", None)],
-    );
-    let http = runtime.block_on(http_phase(quotad.addr, keys, &opts));
-    let backlog_max = sampler.stop();
-    let backlog_after = probe.backlog(shards);
-    let drain_started = Instant::now();
-    let left = match opts.writer {
-        true => wait_drained(&mut probe, shards, opts.drain),
-        false => backlog_after,
-    };
-    let drained_in = drain_started.elapsed();
-    let costs = window.close(&mut probe);
-    let batches = runtime.block_on(batch_sizes(quotad.addr)).since(&before);
+    let run = measure_quotad(&runtime, &redis, &mut probe, &quotad, keys, &opts);
     quotad.stop();
-
     let unpipelined = reference.run(&mut probe, opts.conns, 1, opts.secs as f64);
     let pipelined = reference.run(&mut probe, opts.conns, 16, opts.secs as f64);
 
-    let writer = if opts.writer {
-        "audit writer on"
-    } else {
-        "audit writer off"
-    };
+    print_quotad(&run, &opts, &dir.path().join("audit.db"));
+    report::print_reference(&unpipelined);
+    report::print_reference(&pipelined);
+    print_summary(&opts, &run, &unpipelined, &pipelined);
+    report::print_load_average("at the end");
+    assert!(
+        run.backlog.drained(),
+        "the audit backlog did not drain to 0 within {:?}",
+        opts.drain
+    );
+}
+
+/// What the quotad phase measured.
+struct QuotadRun {
+    http: Outcome,
+    costs: Costs,
+    batches: Buckets,
+    backlog: Backlog,
+}
+
+/// The HTTP load on `quotad`, measured from its start until the writer has drained
+/// what it recorded.
+fn measure_quotad(
+    runtime: &tokio::runtime::Runtime,
+    redis: &common::TestRedis,
+    probe: &mut Probe,
+    quotad: &Quotad,
+    keys: Arc<Vec<ApiKey>>,
+    opts: &Opts,
+) -> QuotadRun {
+    let shards = Config::default().shards;
+    let before = runtime.block_on(batch_sizes(quotad.addr));
+    let sampler = BacklogSampler::start(&redis.client(), shards);
+    let window = Window::open(
+        probe,
+        &[("quotad", Some(quotad.pid())), ("load generator", None)],
+    );
+    let http = runtime.block_on(http_phase(quotad.addr, keys, opts));
+    let backlog = Backlog::settle(sampler, probe, shards, opts.writer, opts.drain);
+    let costs = window.close(probe);
+    let batches = runtime.block_on(batch_sizes(quotad.addr)).since(&before);
+    QuotadRun {
+        http,
+        costs,
+        batches,
+        backlog,
+    }
+}
+
+fn print_quotad(run: &QuotadRun, opts: &Opts, db: &std::path::Path) {
+    let (http, costs) = (&run.http, &run.costs);
+    let writer = if opts.writer { "on" } else { "off" };
     let aof = if opts.appendonly { "yes" } else { "no" };
     println!(
-        "\n== HTTP POST /v1/consume, {} connections, {writer}, appendonly {aof} ==",
+        "\n== HTTP POST /v1/consume, {} connections, audit writer {writer}, appendonly {aof} ==",
         opts.conns
     );
     println!(
@@ -444,41 +472,22 @@ fn main() {
         http.elapsed.as_secs_f64(),
         report::percentiles(&http.latency)
     );
-    let end = match (opts.writer, left) {
-        (false, _) => "no writer, so it stays".to_owned(),
-        (true, 0) => format!("0 after {:.2} s (drained)", drained_in.as_secs_f64()),
-        (true, n) => format!(
-            "STILL {n} after {:.1} s: the writer did not keep up",
-            drained_in.as_secs_f64()
-        ),
-    };
-    println!(
-        "  audit backlog: at most {backlog_max} entries during the load (sampled every \
-         250 ms), {backlog_after} right after it, {end}"
-    );
-    batches.print("batch sizes");
-    report::print_costs(&costs, http.decisions(), "");
+    run.backlog.print();
+    run.batches.print("batch sizes");
+    report::print_costs(costs, http.decisions(), "");
     println!(
         "  per admitted decision (replays excluded): Redis CPU {:.2} µs, quotad CPU {:.2} µs",
         per_decision(costs.redis_cpu, http.admitted),
-        per_decision(process_cpu(&costs, "quotad"), http.admitted)
+        per_decision(process_cpu(costs, "quotad"), http.admitted)
     );
     if opts.writer {
-        report::print_persisted(&dir.path().join("audit.db"), http.admitted);
+        report::print_persisted(db, http.admitted);
     }
     report::print_commands(&costs.commands, http.decisions());
-    report::print_reference(&unpipelined);
-    report::print_reference(&pipelined);
-    print_summary(&opts, &http, &costs, &batches, &unpipelined, &pipelined);
-    report::print_load_average("at the end");
-    assert!(
-        !(opts.writer && left > 0),
-        "the audit backlog did not drain to 0 within {:?}",
-        opts.drain
-    );
 }
 
-fn process_cpu(costs: &support::redis_stats::Costs, label: &str) -> f64 {
+/// CPU seconds of the process `label` in `costs`.
+fn process_cpu(costs: &Costs, label: &str) -> f64 {
     costs
         .processes
         .iter()
@@ -487,14 +496,8 @@ fn process_cpu(costs: &support::redis_stats::Costs, label: &str) -> f64 {
 }
 
 /// The figures of the issue's table, with the ratios to the same run's reference.
-fn print_summary(
-    opts: &Opts,
-    http: &Outcome,
-    costs: &support::redis_stats::Costs,
-    batches: &Buckets,
-    unpipelined: &RefRun,
-    pipelined: &RefRun,
-) {
+fn print_summary(opts: &Opts, run: &QuotadRun, unpipelined: &RefRun, pipelined: &RefRun) {
+    let (http, costs, batches) = (&run.http, &run.costs, &run.batches);
     let n = http.decisions();
     let redis_us = per_decision(costs.redis_cpu, n);
     println!("\n== summary (same run) ==");

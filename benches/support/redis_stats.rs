@@ -263,3 +263,65 @@ pub fn wait_drained(probe: &mut Probe, shards: u32, timeout: Duration) -> u64 {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The audit backlog of one phase: during the load, right after it, and after the drain.
+#[derive(Debug, Clone, Copy)]
+pub struct Backlog {
+    /// Whether an audit writer was running (without one the backlog stays).
+    pub writer: bool,
+    /// The largest sample during the load.
+    pub max: u64,
+    /// Right after the load stopped.
+    pub after: u64,
+    /// When the drain ended (0 unless the writer did not keep up).
+    pub left: u64,
+    /// How long the drain took.
+    pub drained_in: Duration,
+}
+
+impl Backlog {
+    /// Stops `sampler`, reads the backlog, and with a writer waits up to `timeout` for
+    /// it to drain.
+    pub fn settle(
+        sampler: BacklogSampler,
+        probe: &mut Probe,
+        shards: u32,
+        writer: bool,
+        timeout: Duration,
+    ) -> Backlog {
+        let max = sampler.stop();
+        let after = probe.backlog(shards);
+        let started = Instant::now();
+        let left = match writer {
+            true => wait_drained(probe, shards, timeout),
+            false => after,
+        };
+        Backlog {
+            writer,
+            max,
+            after,
+            left,
+            drained_in: started.elapsed(),
+        }
+    }
+
+    /// False when a writer ran and the backlog did not drain to 0.
+    pub fn drained(&self) -> bool {
+        !self.writer || self.left == 0
+    }
+
+    /// Prints the three figures.
+    pub fn print(&self) {
+        let secs = self.drained_in.as_secs_f64();
+        let end = match (self.writer, self.left) {
+            (false, _) => "no writer, so it stays".to_owned(),
+            (true, 0) => format!("0 after {secs:.2} s (drained)"),
+            (true, n) => format!("STILL {n} after {secs:.1} s: the writer did not keep up"),
+        };
+        println!(
+            "  audit backlog: at most {} entries during the load (sampled every 250 ms), \
+             {} right after it, {end}",
+            self.max, self.after
+        );
+    }
+}
