@@ -9,7 +9,7 @@
 //! batch sizes (`quotad_batch_size`) and the audit backlog.
 //!
 //! `cargo bench --bench engine [-- --secs 5 --tasks 1,16,64 --keys 1000 --idem 1
-//! --writer 1 --appendonly 0 --ref-keys 10000 --max-batch N --drain-secs 60]` (or
+//! --writer 1 --appendonly 0 --windows 0 --ref-keys 10000 --max-batch N --drain-secs 60]` (or
 //! `QUOTAD_BENCH_SECS`, …). `--idem 1` gives every request its own idempotency key, the
 //! shape of the reference; keys are on the unlimited `enterprise` tier, so every
 //! decision is an admission.
@@ -42,6 +42,7 @@ const FLAGS: &[&str] = &[
     "idem",
     "writer",
     "appendonly",
+    "windows",
     "ref-keys",
     "max-batch",
     "drain-secs",
@@ -56,6 +57,7 @@ struct Opts {
     idem: bool,
     writer: bool,
     appendonly: bool,
+    windows: bool,
     ref_keys: u64,
     max_batch: Option<usize>,
     drain: Duration,
@@ -70,6 +72,7 @@ fn opts() -> Opts {
         idem: args.flag("idem", true),
         writer: args.flag("writer", true),
         appendonly: args.flag("appendonly", false),
+        windows: args.flag("windows", false),
         ref_keys: args.get("ref-keys", 10_000),
         max_batch: args.optional("max-batch"),
         drain: Duration::from_secs(args.get("drain-secs", 60)),
@@ -268,7 +271,15 @@ fn config(redis: &common::TestRedis, opts: &Opts, dir: &std::path::Path) -> Conf
     let db = dir.join("audit.db").display().to_string();
     let writer = opts.writer.to_string();
     let max_batch = opts.max_batch.map(|n| n.to_string());
+    // `--windows 1`: the keys' tier gets two rate windows (1 s and 60 s) too wide to
+    // refuse anything, so the run measures what checking and writing them costs.
+    let tiers = opts.windows.then(|| {
+        "enterprise = { retention_days = 365, rate_limits = [\
+         { limit = 1000000000, window_secs = 1 }, { limit = 60000000000, window_secs = 60 }] }"
+            .to_owned()
+    });
     Config::load(None, |name| match name {
+        "QUOTAD_TIERS" => tiers.clone(),
         "QUOTAD_REDIS_URL" => Some(url.clone()),
         "QUOTAD_AUDIT_DB" => Some(db.clone()),
         "QUOTAD_AUDIT_WRITER" => Some(writer.clone()),
