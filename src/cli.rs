@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::engine::{Engine, EngineError, KeyUpdate, NewKey};
-use crate::quota::{ApiKey, KeyId, MAX_EXACT_INT};
+use crate::quota::{ApiKey, KeyId, Period, MAX_EXACT_INT};
 
 /// `quotad keys …`: manage keys without the HTTP admin token.
 #[derive(Debug, Subcommand)]
@@ -28,6 +28,14 @@ pub enum KeysCommand {
     Show {
         /// The key's id (32 hex characters).
         key_id: String,
+    },
+    /// Show a key's usage day by day and its forecast for a period.
+    Usage {
+        /// The key's id (32 hex characters).
+        key_id: String,
+        /// The period, YYYY-MM; default the current one (UTC).
+        #[arg(long)]
+        period: Option<String>,
     },
     /// Move a key to another tier.
     SetTier {
@@ -112,6 +120,15 @@ async fn run(engine: &Engine, cmd: KeysCommand) -> Result<serde_json::Value, Cli
             Ok(out)
         }
         KeysCommand::Show { key_id } => Ok(json!(engine.key(&parse_id(&key_id)?).await?)),
+        KeysCommand::Usage { key_id, period } => {
+            let period = match period {
+                Some(p) => Some(Period::parse(&p).ok_or_else(|| {
+                    CliError::Usage("--period must be YYYY-MM, e.g. 2026-11".into())
+                })?),
+                None => None,
+            };
+            Ok(json!(engine.usage(&parse_id(&key_id)?, period).await?))
+        }
         KeysCommand::SetTier { key_id, tier } => {
             update(
                 &key_id,

@@ -165,6 +165,21 @@ impl HttpConfig {
     }
 }
 
+/// Usage history (`[usage]`, SPEC §9).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageConfig {
+    /// UTC days of usage kept per key in Redis; at least 62, so the current and the
+    /// previous month are always whole.
+    pub history_days: u32,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig { history_days: 62 }
+    }
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -210,6 +225,8 @@ pub struct Config {
     pub batch: BatchConfig,
     /// The audit pipeline.
     pub audit: AuditConfig,
+    /// Usage history.
+    pub usage: UsageConfig,
     /// The tier catalogue; replaces the defaults when given.
     pub tiers: Option<BTreeMap<String, Tier>>,
 }
@@ -232,6 +249,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             batch: BatchConfig::default(),
             audit: AuditConfig::default(),
+            usage: UsageConfig::default(),
             tiers: None,
         }
     }
@@ -311,6 +329,7 @@ impl Config {
             on_backlog: self.audit.on_backlog,
             include_denied: self.audit.include_denied,
             max_batch: self.batch.max_decisions,
+            history_days: self.usage.history_days,
         }
     }
 }

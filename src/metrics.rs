@@ -3,7 +3,8 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
-/// Decisions by `outcome` (allowed|denied|replayed|key_reused|invalid_key|error) and `tier`.
+/// Decisions by `outcome` (allowed|denied|rate_limited|replayed|key_reused|invalid_key|error)
+/// and `tier`.
 pub const DECISIONS: &str = "quotad_decisions_total";
 /// HTTP request to response time of decision routes.
 pub const DECISION_DURATION: &str = "quotad_decision_duration_seconds";
@@ -33,11 +34,14 @@ pub const BATCH_BUCKETS: &[f64] = &[
 ];
 /// 1 when Redis persists (`appendonly yes`), 0 when not; absent when it will not say.
 pub const REDIS_APPENDONLY: &str = "quotad_redis_appendonly";
+/// Requests refused by a rate window (429 `rate_limited`), by `tier`.
+pub const RATE_LIMITED: &str = "quotad_rate_limited_total";
 
 /// Every `outcome` of [`DECISIONS`].
 pub const DECISION_OUTCOMES: &[&str] = &[
     "allowed",
     "denied",
+    "rate_limited",
     "replayed",
     "key_reused",
     "invalid_key",
@@ -93,6 +97,10 @@ pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
         "1 when Redis persists with appendonly, 0 when it does not"
     );
     describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by a rate window (429 rate_limited), by tier"
+    );
+    describe_counter!(
         HTTP_CONNECTIONS_REFUSED,
         "Connections refused at accept because max_connections were open"
     );
@@ -109,6 +117,7 @@ pub fn describe<'a>(tiers: impl IntoIterator<Item = &'a str>) {
     }
     metrics::gauge!(TIER_CATALOGUE_MISMATCH).set(0.0);
     for tier in tiers {
+        metrics::counter!(RATE_LIMITED, "tier" => tier.to_owned()).increment(0);
         for &outcome in DECISION_OUTCOMES {
             metrics::counter!(DECISIONS, "outcome" => outcome, "tier" => tier.to_owned())
                 .increment(0);

@@ -14,13 +14,18 @@ use serde_json::json;
 const SHARDS: u32 = 8;
 
 /// A key's history as a version 1 writer stored it: several instants, records sharing
-/// an instant, every optional field set and unset, two tiers and two outcomes.
-fn history(key: &KeyId) -> Vec<AuditRecord> {
+/// an instant, every optional field set and unset, two tiers and two outcomes. `n`
+/// keeps the entry ids of different keys apart (two keys may share a shard).
+fn history(key: &KeyId, n: u64) -> Vec<AuditRecord> {
     let shard = key.shard(SHARDS).0;
     let at = ["2026-10-30T23:59:59.999Z", "2026-11-02T08:00:00.000Z"];
     (0..6u64)
         .map(|i| AuditRecord {
-            audit_id: format!("q{shard:03}-{}-{}", 1_764_000_000_000 + i / 2, i % 2),
+            audit_id: format!(
+                "q{shard:03}-{}-{}",
+                1_764_000_000_000 + 100 * n + i / 2,
+                i % 2
+            ),
             key_id: key.to_string(),
             tier: if i < 4 { "pro" } else { "enterprise" }.to_owned(),
             timestamp: at[(i / 3) as usize].to_owned(),
@@ -42,7 +47,7 @@ async fn a_v1_file_migrates_with_every_row_and_audit_id_intact_and_queryable() {
     let dir = tempfile::tempdir().unwrap();
     let db = s::db_path(&dir);
     let (a, b) = (ApiKey::generate().id(), ApiKey::generate().id());
-    let (a_rows, b_rows) = (history(&a), history(&b));
+    let (a_rows, b_rows) = (history(&a, 0), history(&b, 1));
     s::write_v1_file(&db, &[a_rows.clone(), b_rows.clone()].concat());
 
     drop(schema::open_writer(&db, Synchronous::Normal).unwrap());
@@ -104,7 +109,7 @@ async fn a_v1_file_with_an_unreadable_row_is_left_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let db = s::db_path(&dir);
     let key = ApiKey::generate().id();
-    let mut rows = history(&key);
+    let mut rows = history(&key, 0);
     rows[3].audit_id = "not-an-audit-id".to_owned();
     s::write_v1_file(&db, &rows);
 

@@ -213,6 +213,7 @@ async fn retention_deletes_only_records_older_than_their_tier_allows() {
         Tier {
             monthly_limit: Some(1000),
             retention_days: 7,
+            rate_limits: Vec::new(),
         },
     );
     let report = purge_expired(&conn, &Catalogue::new(tiers), now).unwrap();

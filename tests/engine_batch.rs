@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{engine_with, TestRedis};
+use common::{engine_with, engine_with_catalogue, TestRedis};
 use quotad::engine::{Engine, EngineError, EngineSettings, KeyUpdate, NewKey};
-use quotad::quota::{ApiKey, AuditExtras, ConsumeRequest, KeyId};
+use quotad::quota::{ApiKey, AuditExtras, Catalogue, ConsumeRequest, KeyId, RateLimit, Tier};
 
 /// Keys with fixed plaintexts, so two Redis servers get the same ids and shards.
 fn key(name: &str) -> ApiKey {
@@ -26,14 +26,34 @@ fn req(cost: u64, endpoint: &str, idem: Option<&str>) -> ConsumeRequest {
     .unwrap()
 }
 
+/// The default tiers plus `burst`, with a window of 2 requests per second.
+fn catalogue() -> Catalogue {
+    let mut tiers: std::collections::BTreeMap<String, Tier> = Catalogue::default()
+        .iter()
+        .map(|(name, tier)| (name.to_owned(), tier.clone()))
+        .collect();
+    let burst = Tier {
+        monthly_limit: Some(100),
+        retention_days: 7,
+        rate_limits: vec![RateLimit {
+            limit: 2,
+            window_secs: 1,
+        }],
+    };
+    tiers.insert("burst".to_owned(), burst);
+    Catalogue::new(tiers)
+}
+
 /// The same starting state on `redis`: keys of several tiers and shards, an inactive
-/// one, an exhausted one, and a shard whose audit stream is past the backlog.
+/// one, an exhausted one, one with a rate window, and a shard whose audit stream is past
+/// the backlog.
 async fn setup(redis: &TestRedis) -> Engine {
     let settings = EngineSettings {
         max_backlog: 3,
         ..EngineSettings::default()
     };
-    let engine = engine_with(redis, settings, quotad::engine::system_clock()).await;
+    let clock = quotad::engine::system_clock();
+    let engine = engine_with_catalogue(redis, catalogue(), settings, clock).await;
     for (name, tier, limit) in [
         ("a", "free", Some(5)),
         ("b", "pro", None),
@@ -41,6 +61,7 @@ async fn setup(redis: &TestRedis) -> Engine {
         ("exhausted", "free", Some(1)),
         ("unlimited", "enterprise", None),
         ("full-0", "free", None),
+        ("windowed", "burst", None),
     ] {
         engine
             .create_key(NewKey {
@@ -88,7 +109,7 @@ fn answers(reply: redis::Value) -> Vec<Vec<String>> {
         .skip(1)
         .map(|v| redis::from_redis_value(v).unwrap())
         .collect();
-    text.chunks(6)
+    text.chunks(7)
         .map(|d| {
             let mut d = d.to_vec();
             d[4] = if d[4].is_empty() { "-" } else { "recorded" }.into();
@@ -98,7 +119,8 @@ fn answers(reply: redis::Value) -> Vec<Vec<String>> {
 }
 
 /// The requests of the table: mixing shards, keys, replays inside the batch, a reused
-/// idempotency key, an unknown key, an exhausted key and a shard past its backlog.
+/// idempotency key, an unknown key, an exhausted key, a shard past its backlog, and one
+/// key several times on a window of 2 per second.
 fn table() -> Vec<(KeyId, ConsumeRequest)> {
     let unknown = ApiKey::parse("batch-test-key-never-created").unwrap();
     vec![
@@ -115,6 +137,11 @@ fn table() -> Vec<(KeyId, ConsumeRequest)> {
         (key("unlimited").id(), req(1_000_000, "/big", Some("i2"))),
         (key("b").id(), req(1, "/b", Some("i3"))),
         (key("unlimited").id(), req(1_000_000, "/big", Some("i2"))), // replay
+        (key("windowed").id(), req(1, "/w", None)),
+        (key("windowed").id(), req(5, "/w", Some("i4"))), // the window is full now
+        (key("windowed").id(), req(1, "/w", None)),       // rate_limited
+        (key("windowed").id(), req(5, "/w", Some("i4"))), // a replay passes a full window
+        (key("windowed").id(), req(1, "/w", None)),       // rate_limited
     ]
 }
 
@@ -149,10 +176,15 @@ async fn a_batch_decides_each_request_exactly_as_one_at_a_time_would() {
             "backlog_full",
             "allowed",
             "allowed",
-            "replayed"
+            "replayed",
+            "allowed",
+            "allowed",
+            "rate_limited",
+            "replayed",
+            "rate_limited"
         ]
     );
-    for name in ["a", "b", "exhausted", "unlimited", "full-0"] {
+    for name in ["a", "b", "exhausted", "unlimited", "full-0", "windowed"] {
         let id = key(name).id();
         assert_eq!(
             eb.key(&id).await.unwrap().used,
@@ -161,6 +193,7 @@ async fn a_batch_decides_each_request_exactly_as_one_at_a_time_would() {
         );
     }
     assert_eq!(eb.key(&key("a").id()).await.unwrap().used, 5);
+    assert_eq!(eb.key(&key("windowed").id()).await.unwrap().used, 6);
     assert_eq!(
         common::audit_records(&batched).len(),
         common::audit_records(&single).len()

@@ -365,6 +365,7 @@ fn other_catalogue_engine(redis: &TestRedis) -> Engine {
         Tier {
             monthly_limit: Some(5),
             retention_days: 7,
+            rate_limits: Vec::new(),
         },
     )];
     let store = Store::new(&redis.url(), Duration::from_millis(250), 4).unwrap();

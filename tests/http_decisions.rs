@@ -67,7 +67,7 @@ async fn decisions_carry_rate_limit_headers_and_denials_retry_after() {
     let body: Value = resp.json().await.unwrap();
     let expected = json!({"allowed": false, "key_id": key.id().to_string(), "tier": "free",
         "limit": 2, "used": 2, "remaining": 0, "reset_at": "2026-12-01T00:00:00Z",
-        "replayed": false, "audit_id": null});
+        "replayed": false, "audit_id": null, "rate_limit": null});
     assert_eq!(body, expected);
     // Unlimited keys carry none of the rate-limit fields.
     let unlimited = new_key(&app.engine, "enterprise").await;

@@ -109,6 +109,7 @@ async fn an_admin_can_read_a_key_whose_tier_this_node_lacks() {
     let gold = Tier {
         monthly_limit: Some(50),
         retention_days: 7,
+        rate_limits: Vec::new(),
     };
     let other = Engine::new(
         Store::new(&redis.url(), Duration::from_millis(250), 2).unwrap(),

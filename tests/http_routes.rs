@@ -351,6 +351,7 @@ async fn engine_refusals_map_to_500_unknown_tier_and_503_audit_backlog_full() {
         quotad::quota::Tier {
             monthly_limit: Some(5),
             retention_days: 1,
+            rate_limits: Vec::new(),
         },
     )]);
     let store =

@@ -22,10 +22,14 @@ pub(crate) struct Item {
 /// One transaction's worth of entries: the rows to commit, then the ids to XACK.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    /// Rows to insert.
-    pub rows: Vec<Row>,
+    /// Rows to insert, entry by entry (kept apart: moving rows costs more than the rows).
+    pub rows: Vec<Vec<Row>>,
+    /// How many rows that is.
+    pub row_count: usize,
     /// Ids to acknowledge per shard after COMMIT (including entries without a row).
     pub acks: Vec<(usize, Vec<String>)>,
+    /// How many entries it holds.
+    pub entries: usize,
 }
 
 impl Batch {
@@ -37,42 +41,47 @@ impl Batch {
         max_rows: usize,
     ) -> Batch {
         let mut acks: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        let (mut rows, mut entries) = (Vec::new(), 0);
-        while let Some(item) = items.next_if(|_| rows.len() < max_rows && entries < max_entries) {
+        let (mut rows, mut row_count, mut entries) = (Vec::new(), 0, 0);
+        while let Some(item) = items.next_if(|_| row_count < max_rows && entries < max_entries) {
             acks.entry(item.shard).or_default().push(item.id);
-            rows.extend(item.rows);
+            if !item.rows.is_empty() {
+                row_count += item.rows.len();
+                rows.push(item.rows);
+            }
             entries += 1;
         }
         Batch {
             rows,
+            row_count,
             acks: acks.into_iter().collect(),
+            entries,
         }
     }
 }
 
-/// Turns per-shard entries (and ids found deleted) into items in hand; entries that
-/// were trimmed or cannot be read are logged and kept (without rows) to be acknowledged.
-pub(crate) fn items(batches: impl Iterator<Item = (usize, Vec<Entry>, Vec<String>)>) -> Vec<Item> {
-    let mut out = Vec::new();
-    for (shard, entries, deleted) in batches {
-        for entry in entries {
-            let rows = rows_of(shard, &entry);
-            out.push(Item {
-                shard,
-                id: entry.id,
-                rows,
-            });
-        }
-        for id in deleted {
+/// Turns per-shard entries (and ids found deleted) into items in hand, decoding each
+/// entry only when it is taken (so the first batches commit while the rest decode);
+/// entries that were trimmed or cannot be read are logged and kept, without rows, to be
+/// acknowledged.
+pub(crate) fn items(
+    batches: impl IntoIterator<Item = (usize, Vec<Entry>, Vec<String>)>,
+) -> impl Iterator<Item = Item> {
+    batches.into_iter().flat_map(|(shard, entries, deleted)| {
+        let entries = entries.into_iter().map(move |entry| Item {
+            shard,
+            rows: rows_of(shard, &entry),
+            id: entry.id,
+        });
+        let deleted = deleted.into_iter().map(move |id| {
             trimmed(shard, &id);
-            out.push(Item {
+            Item {
                 shard,
                 id,
                 rows: Vec::new(),
-            });
-        }
-    }
-    out
+            }
+        });
+        entries.chain(deleted)
+    })
 }
 
 fn trimmed(shard: usize, id: &str) {

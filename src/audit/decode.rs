@@ -94,20 +94,45 @@ fn field<'a>(fields: &'a [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
         .map(|(_, v)| v.as_slice())
 }
 
+/// The v1 field names in v2 subfield order, then `ts`; `true` where the field may be
+/// absent (read as empty).
+const V1_FIELDS: [(&str, bool); SUBFIELDS + 1] = [
+    ("key_id", false),
+    ("tier", false),
+    ("endpoint", true),
+    ("cost", false),
+    ("used_after", false),
+    ("outcome", false),
+    ("idem", true),
+    ("extras", true),
+    ("ts", false),
+];
+
 fn v1(id: AuditId, fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Row, Unreadable> {
-    let get = |name: &'static str| field(fields, name).ok_or(Unreadable::Missing(name));
-    let ts_ms = instant(get("ts")?)?;
-    let parts = [
-        get("key_id")?,
-        get("tier")?,
-        field(fields, "endpoint").unwrap_or_default(),
-        get("cost")?,
-        get("used_after")?,
-        get("outcome")?,
-        field(fields, "idem").unwrap_or_default(),
-        field(fields, "extras").unwrap_or_default(),
-    ];
-    row(id, ts_ms, parts)
+    // One pass over the fields, each put in its slot.
+    let mut slots: [Option<&[u8]>; SUBFIELDS + 1] = [None; SUBFIELDS + 1];
+    for (name, value) in fields {
+        if let Some(i) = V1_FIELDS.iter().position(|(n, _)| n.as_bytes() == name) {
+            slots[i] = Some(value);
+        }
+    }
+    let mut parts: [&[u8]; SUBFIELDS + 1] = [&[]; SUBFIELDS + 1];
+    for (i, (name, optional)) in V1_FIELDS.iter().enumerate() {
+        parts[i] = match slots[i] {
+            Some(value) => value,
+            None if *optional => &[],
+            None => return Err(Unreadable::Missing(name)),
+        };
+    }
+    let [key_id, tier, endpoint, cost, used_after, outcome, idem, extras, ts] = parts;
+    let ts_ms = instant(ts)?;
+    row(
+        id,
+        ts_ms,
+        [
+            key_id, tier, endpoint, cost, used_after, outcome, idem, extras,
+        ],
+    )
 }
 
 fn v2(shard: u32, entry: EntryId, fields: &[(Vec<u8>, Vec<u8>)]) -> Result<Decoded, Unreadable> {
@@ -281,10 +306,10 @@ mod tests {
 
     #[test]
     fn a_missing_v1_field_is_named() {
-        let f = fields(&[("key_id", KEY)]);
+        let f = fields(&[("key_id", KEY), ("tier", "pro"), ("cost", "1")]);
         assert_eq!(
             decode(1, entry(), &f).unwrap_err(),
-            Unreadable::Missing("ts")
+            Unreadable::Missing("used_after")
         );
     }
 

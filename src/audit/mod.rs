@@ -7,14 +7,16 @@
 //! - `id`: a record's identity (shard, entry id, position) and its text form.
 //! - `entry` and `decode`: stream replies parsed, and entries (v1: one record, v2: one
 //!   entry per shard per batch of decisions, several records) decoded into rows.
-//! - `stream`: the Redis side: consumer group, one XREADGROUP naming every shard stream
-//!   (behind `NewEntries`, so a Cluster variant can read per node), XAUTOCLAIM, and one
-//!   ack + trim call per batch (`lua/audit_ack.lua`), on connections of its own.
+//! - `stream`: the Redis side: consumer group, pending re-reads, XAUTOCLAIM, and one
+//!   ack + trim call per batch for all shards (`lua/audit_ack.lua`); `new_entries`: one
+//!   blocking XREADGROUP naming every shard stream, behind `NewEntries` so a Cluster
+//!   variant can read per node. Both on connections of their own.
 //! - `sink`: the one thread that owns the SQLite write connection; `table`: how a row
 //!   is written.
 //! - [`writer`]: the task that moves entries from the streams to the sink:
-//!   read → COMMIT → XACK → XTRIM MINID, and recovery on start; `options` and
-//!   `batch` hold its settings and the entries in hand.
+//!   read → COMMIT → XACK → XTRIM MINID, and recovery on start; its reader queues
+//!   batches, the `acker` acknowledges them after COMMIT; `options` and `batch` hold
+//!   its settings and the entries in hand.
 //! - [`schema`]: the versioned SQLite schema (`PRAGMA user_version`), migrated forward.
 //! - [`query`]: [`AuditReader`], newest-first keyset pages of one key's records.
 //! - [`retention`]: deletes records older than their tier's retention.
@@ -29,11 +31,13 @@
 //! writer.join().await;   // after cancelling `token`: the batch in hand is committed
 //! ```
 
+mod acker;
 mod batch;
 pub mod cli;
 mod decode;
 mod entry;
 mod id;
+mod new_entries;
 mod options;
 pub mod query;
 pub mod record;

@@ -25,8 +25,9 @@ pub struct WriterOptions {
     pub shards: u32,
     /// Stable consumer name in the group.
     pub consumer: String,
-    /// Records per transaction (whole entries: a v2 entry is never split), and entries
-    /// per shard per read while entries carry one record (fewer when they carry more).
+    /// Stream entries per transaction (a v1 entry is one record, a v2 entry several,
+    /// never split; a transaction also stops at half the records allowed in flight,
+    /// max(S, 4) × `batch_size`), and about `batch_size` records per shard per read.
     pub batch_size: usize,
     /// Pending entries of other consumers idle this long are claimed.
     pub claim_idle: Duration,

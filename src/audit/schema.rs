@@ -112,7 +112,8 @@ fn compact_rows(conn: &Connection) -> Result<(), AuditError> {
             chunk.push(v1_row(r)?);
         }
         if chunk.len() == COPY_CHUNK || (done && !chunk.is_empty()) {
-            copied += insert_rows(conn, &mut labels, &chunk)?;
+            let refs: Vec<&Row> = chunk.iter().collect();
+            copied += insert_rows(conn, &mut labels, &refs)?;
             chunk.clear();
         }
         if done {

@@ -13,7 +13,7 @@ use super::table::{insert_rows, Labels};
 use super::AuditError;
 
 struct Job {
-    rows: Vec<Row>,
+    rows: Vec<Vec<Row>>,
     reply: oneshot::Sender<Result<Committed, AuditError>>,
 }
 
@@ -42,9 +42,9 @@ impl Sink {
             .name("quotad-audit-sqlite".to_owned())
             .spawn(move || {
                 let mut conn = conn;
-                for mut job in rx {
+                for job in rx {
                     let started = Instant::now();
-                    let result = commit(&mut conn, &mut labels, &mut job.rows);
+                    let result = commit(&mut conn, &mut labels, &job.rows);
                     if result.is_err() {
                         // Labels the rolled-back transaction added are gone again.
                         let _ = labels.reload(&conn);
@@ -64,8 +64,9 @@ impl Sink {
         })
     }
 
-    /// Queues `rows` to be committed in one transaction, after the batches already queued.
-    pub fn submit(&self, rows: Vec<Row>) -> Result<Commit, AuditError> {
+    /// Queues `rows` (entry by entry) to be committed in one transaction, after the
+    /// batches already queued.
+    pub fn submit(&self, rows: Vec<Vec<Row>>) -> Result<Commit, AuditError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .as_ref()
@@ -98,13 +99,15 @@ impl Commit {
 fn commit(
     conn: &mut Connection,
     labels: &mut Labels,
-    rows: &mut [Row],
+    rows: &[Vec<Row>],
 ) -> Result<usize, AuditError> {
     // In key order the inserts walk the table's B-tree from left to right, touching
-    // each page once per batch instead of jumping between keys.
-    rows.sort_unstable_by_key(|r| (r.key_id, r.ts_ms, r.id));
+    // each page once per batch instead of jumping between keys. (References are
+    // sorted, not rows; the key id as one big-endian integer orders like its bytes.)
+    let mut sorted: Vec<&Row> = rows.iter().flatten().collect();
+    sorted.sort_unstable_by_key(|r| (u128::from_be_bytes(r.key_id), r.ts_ms, r.id));
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let inserted = insert_rows(&tx, labels, rows)?;
+    let inserted = insert_rows(&tx, labels, &sorted)?;
     tx.commit()?;
     Ok(inserted)
 }

@@ -2,18 +2,13 @@
 //! entries, re-reading and claiming pending ones, and ack + trim (`lua/audit_ack.lua`),
 //! on connections of its own (never the request pool).
 //!
-//! New entries come through [`NewEntries`], one implementation per topology. On one
-//! Redis ([`OneRedis`]) one blocking XREADGROUP names every shard stream, on a
-//! connection that does nothing else (a blocked command holds up everything behind it
-//! on its connection). Everything else goes over the writer's control connection:
-//! one multi-stream XREADGROUP for pending entries, one ack call per batch for all
-//! shards, and per-shard XAUTOCLAIM / XLEN in one pipeline.
+//! New entries come through `new_entries` (one implementation per topology). Everything
+//! else goes over the writer's control connection, here: one multi-stream XREADGROUP
+//! for pending entries, one ack call per batch for all shards, and per-shard
+//! XAUTOCLAIM / XLEN in one pipeline.
 
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// A boxed future, as the stream-read interface returns (object-safe).
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 use redis::aio::MultiplexedConnection;
 use redis::{RedisResult, Value};
@@ -77,7 +72,7 @@ impl StreamNames {
 
 /// `XREADGROUP GROUP quotad-audit <consumer> COUNT <count> [BLOCK ms] STREAMS k… id…`
 /// over the shards of `starts` (shard, start id).
-fn xreadgroup(
+pub(crate) fn xreadgroup(
     names: &StreamNames,
     consumer: &str,
     count: usize,
@@ -105,7 +100,7 @@ fn xreadgroup(
 }
 
 /// Creates the group on every stream (at `0`, with MKSTREAM); existing groups stay.
-async fn create_groups(
+pub(crate) async fn create_groups(
     conn: &mut MultiplexedConnection,
     names: &StreamNames,
 ) -> Result<(), StoreError> {
@@ -130,7 +125,7 @@ async fn create_groups(
 
 /// Runs a multi-stream XREADGROUP; on NOGROUP (Redis lost the group, or the stream)
 /// re-creates the missing groups at 0 and runs it once more.
-async fn read_recreating(
+pub(crate) async fn read_recreating(
     conn: &mut MultiplexedConnection,
     names: &StreamNames,
     cmd: &redis::Cmd,
@@ -144,77 +139,6 @@ async fn read_recreating(
         other => other?,
     };
     names.by_shard(reply)
-}
-
-/// Where new entries come from; one implementation per topology (a Cluster variant
-/// reads with one pipeline per node and waits for a bell instead of blocking).
-pub(crate) trait NewEntries: Send + Sync {
-    /// Connects if needed, with the group present on every stream.
-    fn connect(&mut self) -> BoxFuture<'_, Result<(), StoreError>>;
-
-    /// Entries never delivered to the group, at most `count` per stream; waits up to
-    /// `block` while there are none (then answers empty).
-    fn read(&self, count: usize, block: Duration) -> BoxFuture<'_, Result<Read, StoreError>>;
-
-    /// Forgets the connection after an error; the next `connect` makes a new one.
-    fn reset(&mut self);
-}
-
-/// One Redis: one blocking XREADGROUP naming every shard stream, on its own connection.
-pub(crate) struct OneRedis {
-    store: Store,
-    conn: Option<MultiplexedConnection>,
-    names: StreamNames,
-    consumer: String,
-    response_timeout: Duration,
-}
-
-impl OneRedis {
-    /// Reads `names` as `consumer`; replies may take up to `response_timeout`, which must
-    /// exceed the longest `block` asked for.
-    pub fn new(
-        store: Store,
-        names: StreamNames,
-        consumer: String,
-        response_timeout: Duration,
-    ) -> Self {
-        OneRedis {
-            store,
-            conn: None,
-            names,
-            consumer,
-            response_timeout,
-        }
-    }
-}
-
-impl NewEntries for OneRedis {
-    fn connect(&mut self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            if self.conn.is_none() {
-                let mut conn = self.store.dedicated(self.response_timeout).await?;
-                create_groups(&mut conn, &self.names).await?;
-                self.conn = Some(conn);
-            }
-            Ok(())
-        })
-    }
-
-    fn read(&self, count: usize, block: Duration) -> BoxFuture<'_, Result<Read, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self
-                .conn
-                .clone()
-                .ok_or_else(|| StoreError::Reply("audit read connection not open".into()))?;
-            let starts: Vec<(usize, &str)> = (0..self.names.len()).map(|s| (s, ">")).collect();
-            let cmd = xreadgroup(&self.names, &self.consumer, count, Some(block), &starts);
-            read_recreating(&mut conn, &self.names, &cmd).await
-        })
-    }
-
-    fn reset(&mut self) {
-        self.conn = None;
-    }
 }
 
 /// The shard streams as one consumer of the `quotad-audit` group handles them, apart

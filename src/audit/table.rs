@@ -77,10 +77,11 @@ impl Labels {
 pub(crate) fn insert_rows(
     conn: &Connection,
     labels: &mut Labels,
-    rows: &[Row],
+    rows: &[&Row],
 ) -> Result<usize, AuditError> {
     let mut stmt = conn.prepare_cached(INSERT)?;
     let mut days = BTreeSet::new();
+    let mut last = None;
     let mut inserted = 0;
     for row in rows {
         let tier = labels.id(conn, &row.tier)?;
@@ -106,12 +107,21 @@ pub(crate) fn insert_rows(
             row.processing_ms,
         ])?;
         // Also for rows already there: a summary goes only with its rows (retention
-        // deletes both in one transaction), so adding it again is always safe.
-        days.insert((tier, row.ts_ms.div_euclid(DAY_MS), row.key_id));
+        // deletes both in one transaction), so adding it again is always safe. Rows
+        // come sorted by key and time, so most share the previous row's summary.
+        let summary = (
+            tier,
+            row.ts_ms.div_euclid(DAY_MS),
+            u128::from_be_bytes(row.key_id),
+        );
+        if last != Some(summary) {
+            days.insert(summary);
+            last = Some(summary);
+        }
     }
     let mut day = conn.prepare_cached(INSERT_DAY)?;
     for (tier, d, key_id) in days {
-        day.execute(params![tier, d, &key_id[..]])?;
+        day.execute(params![tier, d, &key_id.to_be_bytes()[..]])?;
     }
     Ok(inserted)
 }

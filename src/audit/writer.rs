@@ -18,15 +18,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::acker::{acknowledge, InFlight, Sender};
 use super::batch::{items, Batch, Item};
+use super::new_entries::{NewEntries, OneRedis};
 use super::options::{Fault, WriterOptions};
 use super::retention::spawn_retention;
-use super::sink::{Commit, Sink};
-use super::stream::{NewEntries, OneRedis, Read, StreamNames, Streams};
+use super::sink::Sink;
+use super::stream::{Read, StreamNames, Streams};
 use super::{schema, AuditError};
 use crate::config::AuditConfig;
 use crate::metrics as m;
@@ -113,7 +115,7 @@ pub async fn spawn_writer_with(
         sink,
         options,
         token,
-        per_entry: AtomicUsize::new(1),
+        per_entry: AtomicUsize::new(0),
     };
     Ok(AuditWriter {
         task: tokio::spawn(writer.run()),
@@ -127,24 +129,13 @@ struct Writer {
     sink: Sink,
     options: WriterOptions,
     token: CancellationToken,
-    /// Records per entry in the last round (1 before the first), so that a read holds
+    /// Records per entry in the last batch (0 before the first), so that a read holds
     /// about `batch_size` records per shard however many records entries carry.
     per_entry: AtomicUsize,
 }
 
-/// Where the reader hands batches to the acker, and the records it may have in flight.
-struct Sender {
-    queue: mpsc::UnboundedSender<InFlight>,
-    in_flight: Arc<Semaphore>,
-}
-
-/// A batch queued on the sink, waiting for COMMIT before its XACK.
-struct InFlight {
-    commit: Option<Commit>,
-    acks: Vec<(usize, Vec<String>)>,
-    /// Its share of the records in flight, given back once it is acknowledged.
-    _rows: OwnedSemaphorePermit,
-}
+/// Entries per shard of the first read at least (when `batch_size` allows).
+const FIRST_COUNT: usize = 16;
 
 impl Writer {
     async fn run(mut self) -> Result<(), AuditError> {
@@ -185,17 +176,25 @@ impl Writer {
         }
     }
 
-    /// Entries per shard to ask for in one read.
+    /// Entries per shard to ask for in one read: `batch_size` records' worth once the
+    /// records per entry are known; before that, `batch_size` entries over all shards
+    /// (and at least [`FIRST_COUNT`] per shard), whatever the entries carry.
     fn count(&self) -> usize {
         let size = self.options.batch_size;
-        (size / self.per_entry.load(Ordering::Relaxed).max(1)).clamp(1, size)
+        match self.per_entry.load(Ordering::Relaxed) {
+            0 => size
+                .div_ceil(self.streams.shards().max(1))
+                .max(size.min(FIRST_COUNT)),
+            per_entry => (size / per_entry).clamp(1, size),
+        }
     }
 
-    /// Learns how many records the entries of a round carry.
-    fn learn(&self, items: &[Item]) {
-        let rows: usize = items.iter().map(|i| i.rows.len()).sum();
-        let per_entry = rows.div_ceil(items.len().max(1)).max(1);
-        self.per_entry.store(per_entry, Ordering::Relaxed);
+    /// Learns how many records entries carry, from a batch.
+    fn learn(&self, batch: &Batch) {
+        if batch.entries > 0 {
+            let per_entry = batch.row_count.div_ceil(batch.entries).max(1);
+            self.per_entry.store(per_entry, Ordering::Relaxed);
+        }
     }
 
     /// New entries of every shard, waiting up to `block` while there are none; `None`
@@ -221,9 +220,13 @@ impl Writer {
     }
 
     /// Records queued and not yet acknowledged: about one read (`batch_size` per shard,
-    /// at least four shards' worth so that one shard still overlaps its batches).
+    /// at least four shards' worth so that one shard still overlaps its batches;
+    /// permits are counted in `u32`).
     fn max_in_flight(&self) -> usize {
-        (self.streams.shards().max(4) * self.options.batch_size).min(Semaphore::MAX_PERMITS)
+        let shards = self.streams.shards().max(4);
+        shards
+            .saturating_mul(self.options.batch_size)
+            .min(u32::MAX as usize)
     }
 
     /// Records per transaction: `batch_size` entries, and at most half of what may be in
@@ -252,8 +255,8 @@ impl Writer {
             let Some(read) = self.read_new().await? else {
                 break;
             };
-            let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
             // Empty: the read waited `block` already; check the timers and read again.
+            let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
             self.queue_all(items, &queue).await?;
         }
         Ok(())
@@ -271,13 +274,11 @@ impl Writer {
                 next[*s] = entries.last().map(|e| e.id.clone());
             }
             starts = next;
-            let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
-            if !items.is_empty() {
-                tracing::info!(
-                    entries = items.len(),
-                    "audit writer recovering its pending entries"
-                );
+            let entries: usize = read.iter().map(|(_, e)| e.len()).sum();
+            if entries > 0 {
+                tracing::info!(entries, "audit writer recovering its pending entries");
             }
+            let items = items(read.into_iter().map(|(s, e)| (s, e, Vec::new())));
             self.queue_all(items, queue).await?;
         }
         Ok(())
@@ -296,29 +297,31 @@ impl Writer {
                 cursors[s] = (c.next != "0-0" && !c.next.is_empty()).then_some(c.next);
                 batches.push((s, c.entries, c.deleted));
             }
-            let items = items(batches.into_iter());
-            if !items.is_empty() {
-                tracing::info!(entries = items.len(), "audit writer claimed idle entries");
+            let entries: usize = batches.iter().map(|(_, e, d)| e.len() + d.len()).sum();
+            if entries > 0 {
+                tracing::info!(entries, "audit writer claimed idle entries");
             }
-            self.queue_all(items, queue).await?;
+            self.queue_all(items(batches), queue).await?;
         }
         Ok(())
     }
 
     /// Queues every batch of `items` on the sink, in order, and hands each to the
     /// acker; waits while too many records are in flight.
-    async fn queue_all(&self, items: Vec<Item>, queue: &Sender) -> Result<(), AuditError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        self.learn(&items);
-        let mut items = items.into_iter().peekable();
+    async fn queue_all(
+        &self,
+        items: impl Iterator<Item = Item>,
+        queue: &Sender,
+    ) -> Result<(), AuditError> {
+        let mut items = items.peekable();
         while items.peek().is_some() {
             let batch = Batch::take(&mut items, self.options.batch_size, self.max_rows());
-            if self.options.fault == Some(Fault::BeforeCommit) && !batch.rows.is_empty() {
+            self.learn(&batch);
+            if self.options.fault == Some(Fault::BeforeCommit) && batch.row_count > 0 {
                 return Err(AuditError::Fault(Fault::BeforeCommit));
             }
-            let share = batch.rows.len().clamp(1, self.max_in_flight()) as u32;
+            // A batch may pass `max_rows` by part of an entry; two must still fit.
+            let share = batch.row_count.clamp(1, self.max_rows()) as u32;
             let rows = (queue.in_flight.clone().acquire_many_owned(share).await)
                 .map_err(|_| AuditError::SinkClosed)?;
             let commit = match batch.rows.is_empty() {
@@ -331,7 +334,7 @@ impl Writer {
                 .send(InFlight {
                     commit,
                     acks: batch.acks,
-                    _rows: rows,
+                    rows,
                 })
                 .map_err(|_| AuditError::SinkClosed)?;
         }
@@ -344,31 +347,4 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-/// The acker: waits for each batch's COMMIT, in the order queued, then XACKs and trims
-/// it (never before), until the reader is done and every queued batch is acknowledged.
-/// The batch duration is the transaction plus the ack, not the time spent queued.
-async fn acknowledge(
-    streams: &Streams,
-    fault: Option<Fault>,
-    mut queued: mpsc::UnboundedReceiver<InFlight>,
-) -> Result<(), AuditError> {
-    while let Some(batch) = queued.recv().await {
-        let had_rows = batch.commit.is_some();
-        let committed = match batch.commit {
-            Some(commit) => Some(commit.wait().await?),
-            None => None,
-        };
-        if fault == Some(Fault::AfterCommit) && had_rows {
-            return Err(AuditError::Fault(Fault::AfterCommit));
-        }
-        let acked = Instant::now();
-        streams.ack(&batch.acks).await?;
-        let inserted = committed.map_or(0, |c| c.inserted);
-        let took = committed.map_or(Duration::ZERO, |c| c.took) + acked.elapsed();
-        metrics::counter!(m::AUDIT_PERSISTED).increment(inserted as u64);
-        metrics::histogram!(m::AUDIT_BATCH_DURATION).record(took.as_secs_f64());
-    }
-    Ok(())
 }

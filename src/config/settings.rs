@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::source::Sources;
 use super::ConfigError;
-use crate::quota::MAX_EXACT_INT;
+use crate::quota::{RateLimit, MAX_EXACT_INT, MAX_WINDOW_SECS};
 
 /// What one setting accepts.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +85,8 @@ pub(super) const SETTINGS: &[Setting] = &[
     setting("audit.include_denied", Kind::Bool),
     setting("audit.claim_idle_secs", at_least(0)),
     setting("audit.retention_interval_secs", at_least(1)),
+    // At least two months, so the current and the previous period keep all their days.
+    setting("usage.history_days", Kind::Int { min: 62, max: 3660 }),
 ];
 
 /// The settings of each `[tiers.<name>]` table that quotad checks itself.
@@ -92,6 +94,18 @@ pub(super) const TIER_SETTINGS: &[Setting] = &[
     // A limit Lua cannot hold exactly would be enforced as another number.
     setting("monthly_limit", at_least(0)),
     setting("retention_days", Kind::Int { min: 0, max: U32 }),
+];
+
+/// The settings of each window in a tier's `rate_limits` list.
+const WINDOW_SETTINGS: &[Setting] = &[
+    setting("limit", at_least(1)),
+    setting(
+        "window_secs",
+        Kind::Int {
+            min: 1,
+            max: MAX_WINDOW_SECS,
+        },
+    ),
 ];
 
 /// The variable that replaces the whole tier catalogue with a TOML table.
@@ -192,14 +206,78 @@ pub(super) fn check(root: &DeTable<'_>, sources: &Sources<'_>) -> Result<(), Con
         let DeValue::Table(fields) = tier.get_ref() else {
             continue;
         };
-        for setting in TIER_SETTINGS {
-            if let Some(value) = fields.get(setting.path) {
-                if !setting.kind.accepts(value.get_ref()) {
-                    let path = format!("tiers.{}.{}", name.get_ref(), setting.path);
-                    return Err(sources.bad_value(&path, &value.span(), setting.kind));
-                }
+        let prefix = format!("tiers.{}", name.get_ref());
+        check_fields(fields, TIER_SETTINGS, &prefix, sources)?;
+        if let Some(DeValue::Array(windows)) = fields.get("rate_limits").map(Spanned::get_ref) {
+            check_windows(windows, &format!("{prefix}.rate_limits"), sources)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the known `settings` of one table whose path is `prefix`.
+fn check_fields(
+    fields: &DeTable<'_>,
+    settings: &[Setting],
+    prefix: &str,
+    sources: &Sources<'_>,
+) -> Result<(), ConfigError> {
+    for setting in settings {
+        if let Some(value) = fields.get(setting.path) {
+            if !setting.kind.accepts(value.get_ref()) {
+                let path = format!("{prefix}.{}", setting.path);
+                return Err(sources.bad_value(&path, &value.span(), setting.kind));
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks a tier's windows: each field in range, limit × window in ms exact in a Lua
+/// double (GCRA's arithmetic), and no window length twice (one TAT per length).
+fn check_windows(
+    windows: &[Spanned<DeValue<'_>>],
+    path: &str,
+    sources: &Sources<'_>,
+) -> Result<(), ConfigError> {
+    let mut seen = Vec::new();
+    for (i, window) in windows.iter().enumerate() {
+        let DeValue::Table(fields) = window.get_ref() else {
+            continue; // serde reports what is not a table
+        };
+        let prefix = format!("{path}[{i}]");
+        check_fields(fields, WINDOW_SETTINGS, &prefix, sources)?;
+        let int = |name: &str| match fields.get(name).map(Spanned::get_ref) {
+            Some(DeValue::Integer(v)) => u64::from_str_radix(v.as_str(), v.radix()).ok(),
+            _ => None,
+        };
+        let (Some(limit), Some(secs)) = (int("limit"), int("window_secs")) else {
+            continue; // serde reports the missing field
+        };
+        let max = RateLimit::max_limit(secs);
+        if limit > max {
+            let span = fields.get("limit").map(Spanned::span).unwrap_or_default();
+            let kind = Kind::Int { min: 1, max };
+            let mut err = sources.bad_value(&format!("{prefix}.limit"), &span, kind);
+            if let ConfigError::Setting { problem, .. } = &mut err {
+                problem.push_str(&format!(
+                    " (for a {secs} s window: limit x window in ms stays within 2^53 - 1)"
+                ));
+            }
+            return Err(err);
+        }
+        if seen.contains(&secs) {
+            let span = fields
+                .get("window_secs")
+                .map(Spanned::span)
+                .unwrap_or_default();
+            return Err(ConfigError::Setting {
+                setting: format!("{prefix}.window_secs"),
+                origin: sources.origin(&span),
+                problem: format!("a window of {secs} s is given twice in this tier"),
+            });
+        }
+        seen.push(secs);
     }
     Ok(())
 }

@@ -164,17 +164,36 @@ impl Engine {
         Ok((flag == 1, KeyRecord::from_fields(id.as_str(), &pairs)))
     }
 
-    pub(super) async fn usage_of(&self, id: &KeyId) -> Result<KeyView, EngineError> {
-        let now = self.now();
+    /// The key record's fields and the v1 counter of `period` in one round trip.
+    pub(super) async fn record_fields(
+        &self,
+        id: &KeyId,
+        period: Period,
+    ) -> Result<RecordFields, EngineError> {
         let shard = id.shard(self.settings.shards);
-        let period = Period::containing(now);
         let mut pipe = redis::pipe();
         pipe.hgetall(keys::record(shard, id))
             .get(keys::usage(shard, id, period));
-        let (fields, v1_used): (Vec<(String, String)>, Option<u64>) =
-            self.store.query_pipe(&pipe).await?;
-        let used = period_used(&fields, &period.label(), v1_used);
-        let record = KeyRecord::from_fields(id.as_str(), &fields).ok_or(EngineError::NotFound)?;
+        let (fields, v1_used) = self.store.query_pipe(&pipe).await?;
+        Ok(RecordFields { fields, v1_used })
+    }
+
+    pub(super) async fn usage_of(&self, id: &KeyId) -> Result<KeyView, EngineError> {
+        let period = Period::containing(self.now());
+        let read = self.record_fields(id, period).await?;
+        self.view(id, period, &read)
+    }
+
+    /// The admin view of a record read for the current `period`.
+    pub(super) fn view(
+        &self,
+        id: &KeyId,
+        period: Period,
+        read: &RecordFields,
+    ) -> Result<KeyView, EngineError> {
+        let used = period_used(&read.fields, &period.label(), read.v1_used);
+        let record =
+            KeyRecord::from_fields(id.as_str(), &read.fields).ok_or(EngineError::NotFound)?;
         let tier = self.catalogue.get(&record.tier);
         let limit = record
             .monthly_limit
@@ -188,5 +207,23 @@ impl Engine {
             tier_known: tier.is_some(),
             record,
         })
+    }
+}
+
+/// A key record as HGETALL answers it, and the v1 counter of one period.
+pub(super) struct RecordFields {
+    /// Field/value pairs; empty when there is no such key.
+    pub fields: Vec<(String, String)>,
+    /// `quotad:{q}:use:<id>:<period>`, for keys no batch has counted yet.
+    pub v1_used: Option<u64>,
+}
+
+impl RecordFields {
+    /// The value of `name`, if the record has it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .map(|(_, v)| v.as_str())
     }
 }

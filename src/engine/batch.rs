@@ -20,7 +20,8 @@ const MAX_IN_FLIGHT: usize = 2;
 /// What the script answered for one decision.
 #[derive(Debug, Clone)]
 pub(super) struct Verdict {
-    /// allowed | denied | replayed | invalid_key | key_reused | unknown_tier | backlog_full
+    /// allowed | denied | rate_limited | replayed | invalid_key | key_reused |
+    /// unknown_tier | backlog_full
     pub status: String,
     /// The key's tier (the stored one, for replays).
     pub tier: String,
@@ -32,6 +33,9 @@ pub(super) struct Verdict {
     pub audit_ref: String,
     /// The reset instant of the decision's period, unix ms.
     pub reset_ms: i64,
+    /// Per window of `tier`, shortest first, after the decision: the excess
+    /// max(0, TAT − now) × den and den (see `lua/consume_batch.lua`).
+    pub windows: Vec<(u64, u64)>,
 }
 
 /// One queued consume.
@@ -153,7 +157,11 @@ impl Engine {
                 BacklogPolicy::Trim => "trim",
             })
             .arg(if settings.include_denied { "1" } else { "0" })
-            .arg(self.catalogue_args.len() / 2)
+            .arg(now.timestamp_millis())
+            .arg(now.date_naive().to_string())
+            .arg(now.timestamp_millis().div_euclid(DAY_MS))
+            .arg(settings.history_days)
+            .arg(self.catalogue.len())
             .arg(self.catalogue_args.as_slice());
         for ((id, req), (s, idem)) in requests.iter().zip(per_decision) {
             inv.arg(id.as_str())
@@ -168,10 +176,13 @@ impl Engine {
     }
 }
 
-/// `{trimmed, then 6 values per decision}` into verdicts.
+/// Milliseconds in a UTC day: day numbers are days since the epoch.
+const DAY_MS: i64 = 86_400_000;
+
+/// `{trimmed, then 7 values per decision}` into verdicts.
 fn verdicts(reply: Value, n: usize) -> Result<(u64, Vec<Verdict>), StoreError> {
     let items: Vec<Value> = from_reply(reply, "consume_batch.lua reply")?;
-    if items.len() != 1 + 6 * n {
+    if items.len() != 1 + 7 * n {
         return Err(StoreError::Reply(format!(
             "consume_batch.lua: {} values for {n} decisions",
             items.len()
@@ -189,7 +200,21 @@ fn verdicts(reply: Value, n: usize) -> Result<(u64, Vec<Verdict>), StoreError> {
             used: from_reply(next(), "used")?,
             audit_ref: from_reply(next(), "audit ref")?,
             reset_ms: from_reply(next(), "reset_ms")?,
+            windows: windows(from_reply(next(), "windows")?)?,
         });
     }
     Ok((trimmed, out))
+}
+
+/// The windows text: `<excess> <den>` per window.
+fn windows(text: String) -> Result<Vec<(u64, u64)>, StoreError> {
+    let bad = || StoreError::Reply(format!("consume_batch.lua windows {text:?}"));
+    let numbers = text
+        .split_ascii_whitespace()
+        .map(|n| n.parse::<u64>().map_err(|_| bad()))
+        .collect::<Result<Vec<u64>, StoreError>>()?;
+    if !numbers.len().is_multiple_of(2) {
+        return Err(bad());
+    }
+    Ok(numbers.chunks_exact(2).map(|w| (w[0], w[1])).collect())
 }

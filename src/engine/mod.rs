@@ -3,6 +3,7 @@
 
 mod admin;
 mod batch;
+mod usage;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -10,7 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::metrics as m;
-use crate::quota::{ApiKey, Catalogue, ConsumeRequest, Decision, InputError, KeyId, Period};
+use crate::quota::{
+    ApiKey, Catalogue, ConsumeRequest, Decision, InputError, KeyId, Period, RateLimit, Tier,
+    WindowState,
+};
 use crate::store::{Scripts, Store, StoreError};
 pub use admin::{Created, KeyUpdate, KeyView, NewKey};
 
@@ -47,6 +51,8 @@ pub struct EngineSettings {
     pub include_denied: bool,
     /// The most decisions one EVALSHA carries (`batch.max_decisions`).
     pub max_batch: usize,
+    /// UTC days of usage kept per key (`usage.history_days`).
+    pub history_days: u32,
 }
 
 impl Default for EngineSettings {
@@ -58,6 +64,7 @@ impl Default for EngineSettings {
             on_backlog: BacklogPolicy::Reject,
             include_denied: false,
             max_batch: 256,
+            history_days: 62,
         }
     }
 }
@@ -209,12 +216,16 @@ impl Engine {
         let (outcome, tier) = match &result {
             Ok(d) if d.replayed => ("replayed", d.tier.as_str()),
             Ok(d) if d.allowed => ("allowed", d.tier.as_str()),
+            Ok(d) if d.rate_limited => ("rate_limited", d.tier.as_str()),
             Ok(d) => ("denied", d.tier.as_str()),
             Err(EngineError::InvalidKey) => ("invalid_key", ""),
             Err(EngineError::IdempotencyKeyReused) => ("key_reused", ""),
             Err(_) => ("error", ""),
         };
         let tier = tier.to_owned();
+        if outcome == "rate_limited" {
+            metrics::counter!(m::RATE_LIMITED, "tier" => tier.clone()).increment(1);
+        }
         metrics::counter!(m::DECISIONS, "outcome" => outcome, "tier" => tier).increment(1);
         result
     }
@@ -242,14 +253,16 @@ impl Engine {
         };
         let period = period_ending_at(verdict.reset_ms)?;
         let limit = u64::try_from(verdict.limit).ok();
+        let windows = self.window_states(&verdict.tier, &verdict.windows)?;
         let mut decision = Decision::new(&id, verdict.tier, limit, verdict.used, period);
+        decision.set_windows(windows, verdict.status == "rate_limited");
         match verdict.status.as_str() {
             "allowed" | "replayed" => {
                 decision.replayed = verdict.status == "replayed";
                 decision.audit_id = Some(format!("q{:03}-{}", shard.0, verdict.audit_ref));
                 Ok(decision)
             }
-            "denied" => {
+            "denied" | "rate_limited" => {
                 decision.allowed = false;
                 Ok(decision)
             }
@@ -274,28 +287,58 @@ impl Engine {
         })
     }
 
+    /// The windows of `tier` from the script's `(excess, den)` per window.
+    fn window_states(
+        &self,
+        tier: &str,
+        raw: &[(u64, u64)],
+    ) -> Result<Vec<WindowState>, StoreError> {
+        if raw.is_empty() {
+            return Ok(Vec::new());
+        }
+        let windows = self.catalogue.get(tier).map_or(&[][..], |t| &t.rate_limits);
+        if windows.len() != raw.len() {
+            return Err(StoreError::Reply(format!(
+                "consume_batch.lua: {} windows for tier {tier:?}",
+                raw.len()
+            )));
+        }
+        Ok(windows
+            .iter()
+            .zip(raw)
+            .map(|(w, &(excess, den))| w.state_of_excess(excess, den))
+            .collect())
+    }
+
     fn unknown_tier(&self, id: &KeyId, tier: String) -> EngineError {
         tracing::error!(key_id = %id, tier = %tier, "key is on a tier missing from the catalogue");
         EngineError::UnknownTier(tier)
     }
 
-    /// The key's current decision without consuming: `allowed` = something remains.
+    /// The key's current decision without consuming, windows included: `allowed` = a
+    /// request of cost 1 would pass now (something remains in the month and in every
+    /// window).
     pub async fn quota(&self, key: &ApiKey) -> Result<Decision, EngineError> {
         let id = key.id();
-        let view = match self.usage_of(&id).await {
+        let now = self.now();
+        let period = Period::containing(now);
+        let read = self.record_fields(&id, period).await?;
+        let view = match self.view(&id, period, &read) {
             Err(EngineError::NotFound) => return Err(EngineError::InvalidKey),
             other => other?,
         };
         if !view.record.active {
             return Err(EngineError::InvalidKey);
         }
-        if !view.tier_known {
+        let Some(tier) = self.catalogue.get(&view.record.tier) else {
             // Never treated as unlimited (SPEC §1), as consumes are not.
             return Err(self.unknown_tier(&id, view.record.tier));
-        }
-        let period = Period::containing(self.now());
+        };
+        let windows = windows_at(tier, |field| read.get(field), now.timestamp_millis());
         let mut decision = Decision::new(&id, view.record.tier, view.limit, view.used, period);
-        decision.allowed = view.remaining.is_none_or(|r| r > 0);
+        decision.allowed =
+            view.remaining.is_none_or(|r| r > 0) && windows.iter().all(|w| w.remaining > 0);
+        decision.set_windows(windows, false);
         Ok(decision)
     }
 
@@ -305,6 +348,18 @@ impl Engine {
             .map(|t| t.monthly_limit)
             .ok_or_else(|| EngineError::UnknownTier(tier.to_owned()))
     }
+}
+
+/// Every window of `tier` at `now_ms`, from the key record's `tat:<secs>` fields.
+fn windows_at<'a>(
+    tier: &Tier,
+    field: impl Fn(&str) -> Option<&'a str>,
+    now_ms: i64,
+) -> Vec<WindowState> {
+    tier.rate_limits
+        .iter()
+        .map(|w| w.state(field(&RateLimit::tat_field(w.window_secs)), now_ms))
+        .collect()
 }
 
 /// The batch task is gone (the runtime is shutting down): no decision was made.

@@ -8,8 +8,8 @@ use super::ApiError;
 use crate::audit::{AuditQuery, MAX_LIMIT};
 use crate::engine::{KeyUpdate, NewKey};
 use crate::quota::{
-    validate_idempotency_key, ApiKey, AuditExtras, Catalogue, ConsumeRequest, KeyId, MAX_COST,
-    MAX_EXACT_INT,
+    validate_idempotency_key, ApiKey, AuditExtras, Catalogue, ConsumeRequest, KeyId, Period,
+    MAX_COST, MAX_EXACT_INT,
 };
 
 /// The longest key name accepted.
@@ -185,6 +185,16 @@ fn known_tier(tier: &str, catalogue: &Catalogue) -> Result<(), ApiError> {
     }
 }
 
+/// The period of a usage query, `?period=YYYY-MM`; `None` = the current one.
+pub fn usage_period(query: Option<&str>) -> Result<Option<Period>, ApiError> {
+    match query_param(query, "period") {
+        None => Ok(None),
+        Some(v) => Period::parse(&v)
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest("period must be YYYY-MM, e.g. 2026-11".to_owned())),
+    }
+}
+
 /// An audit query from `?from=&to=&limit=&cursor=` (instants in RFC 3339).
 pub fn audit_query(key_id: KeyId, query: Option<&str>) -> Result<AuditQuery, ApiError> {
     let instant = |name: &str| {
@@ -295,6 +305,17 @@ mod tests {
         }
         let patch = r#"{"monthly_limit": 123456789012345678}"#;
         assert!(key_update(&body(patch), &c).is_err());
+    }
+
+    #[test]
+    fn usage_periods_are_yyyy_mm_or_absent() {
+        assert_eq!(usage_period(None).unwrap(), None);
+        assert_eq!(usage_period(Some("x=1")).unwrap(), None);
+        let p = usage_period(Some("period=2026-02")).unwrap().unwrap();
+        assert_eq!(p.label(), "2026-02");
+        for bad in ["period=2026-2", "period=2026-13", "period=", "period=now"] {
+            assert!(usage_period(Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -33,6 +33,21 @@ pub async fn quota(state: &AppState, req: Request<Incoming>) -> Handled {
     Ok(decision_response(&decision, engine.now(), Answer::QUOTA))
 }
 
+/// `GET /v1/usage`: the presented key's own usage in `?period=` (default the current
+/// one). Never another key's data: a `?key_id=` naming another key is 404, as if it
+/// did not exist.
+pub async fn usage(state: &AppState, req: Request<Incoming>) -> Handled {
+    let engine = state.engine()?;
+    let query = req.uri().query();
+    let key = extract::api_key(req.headers(), None, query)?;
+    let period = decode::usage_period(query)?;
+    let usage = engine.key_usage(&key, period).await?;
+    if extract::query_param(query, "key_id").is_some_and(|id| id != usage.key_id) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(json_response(StatusCode::OK, &usage))
+}
+
 /// Any method on `/v1/authorize` and `/v1/authorize/*`: forward-auth for proxies.
 /// `suffix` is the path after `/v1/authorize`.
 ///
@@ -121,6 +136,16 @@ pub async fn delete_key(state: &AppState, req: Request<Incoming>, id: &str) -> H
     };
     engine.update_key(&key_id(id)?, update).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// `GET /v1/keys/{key_id}/usage`: any key's usage in `?period=`, for admins.
+pub async fn key_usage(state: &AppState, req: Request<Incoming>, id: &str) -> Handled {
+    state.admin.require(req.headers())?;
+    let engine = state.engine()?;
+    let id = key_id(id)?;
+    let period = decode::usage_period(req.uri().query())?;
+    let usage = engine.usage(&id, period).await?;
+    Ok(json_response(StatusCode::OK, &usage))
 }
 
 /// `GET /v1/keys/{key_id}/audit`: answered by the audit reader, when this node has one.

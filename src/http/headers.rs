@@ -5,7 +5,7 @@ use hyper::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use hyper::{HeaderMap, StatusCode};
 
 use super::{json_response, Response};
-use crate::quota::Decision;
+use crate::quota::{Decision, RateItem, RateLimit};
 
 /// How a decision is answered.
 #[derive(Debug, Clone, Copy)]
@@ -14,7 +14,8 @@ pub struct Answer {
     pub deny_status: StatusCode,
     /// Whether to add the `X-Quota-*` headers of forward-auth.
     pub forward_auth: bool,
-    /// Whether a denial is an error (`quota_exceeded`); `GET /v1/quota` is always 200.
+    /// Whether a denial is an error (`quota_exceeded`, `rate_limited`); `GET /v1/quota`
+    /// is always 200.
     pub deny_is_error: bool,
 }
 
@@ -46,14 +47,28 @@ impl Answer {
 pub fn decision_response(decision: &Decision, now: DateTime<Utc>, answer: Answer) -> Response {
     let denied = !decision.allowed && answer.deny_is_error;
     let secs_to_reset = decision.reset_at.secs_to_reset(now);
+    // A refused window: until the request would pass; the month: until it resets.
+    let retry_after = match decision.rate_limited {
+        true => retry_secs(decision),
+        false => secs_to_reset,
+    };
     let mut response = if denied {
         let mut body = serde_json::to_value(decision).expect("a decision serializes");
-        body["error"] = "quota_exceeded".into();
-        body["message"] = format!(
-            "the monthly quota is used up; it resets at {}",
-            decision.reset_at.reset_at_string()
-        )
-        .into();
+        let (code, message) = match decision.rate_limited {
+            true => (
+                "rate_limited",
+                format!("a rate limit is reached; retry in {retry_after} s"),
+            ),
+            false => (
+                "quota_exceeded",
+                format!(
+                    "the monthly quota is used up; it resets at {}",
+                    decision.reset_at.reset_at_string()
+                ),
+            ),
+        };
+        body["error"] = code.into();
+        body["message"] = message.into();
         json_response(answer.deny_status, &body)
     } else {
         json_response(StatusCode::OK, decision)
@@ -61,7 +76,7 @@ pub fn decision_response(decision: &Decision, now: DateTime<Utc>, answer: Answer
     let headers = response.headers_mut();
     rate_limit_headers(headers, decision, secs_to_reset);
     if denied {
-        headers.insert(RETRY_AFTER, HeaderValue::from(secs_to_reset));
+        headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
     }
     if decision.replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -72,24 +87,55 @@ pub fn decision_response(decision: &Decision, now: DateTime<Utc>, answer: Answer
     response
 }
 
-/// `RateLimit-Policy`, `RateLimit` and the older `RateLimit-Limit/-Remaining/-Reset`;
-/// none for unlimited keys.
+/// Seconds until a rate-limited request would pass: the longest wait of the refusing
+/// windows, rounded up, at least 1.
+fn retry_secs(d: &Decision) -> u64 {
+    let wait_ms = d.windows.iter().map(|w| w.wait_ms).max().unwrap_or(0);
+    wait_ms.div_ceil(1000).max(1)
+}
+
+/// `RateLimit-Policy` (the month, then every window as `"<secs>s"`), `RateLimit` (the
+/// item the decision names: SPEC §9) and the older `RateLimit-Limit/-Remaining/-Reset`
+/// (the month only); an unlimited key without windows gets none.
 fn rate_limit_headers(headers: &mut HeaderMap, d: &Decision, secs_to_reset: u64) {
-    let (Some(limit), Some(remaining)) = (d.limit, d.remaining) else {
-        return;
-    };
-    let window = d.reset_at.length_secs();
-    let policy = sf_list(&[("monthly", &[("q", limit), ("w", window)])]);
-    let current = sf_list(&[("monthly", &[("r", remaining), ("t", secs_to_reset)])]);
-    // A limit past an sf-integer (15 digits) cannot be written as the draft's fields;
-    // they are left out rather than written malformed. The older trio has no such bound.
-    if let (Some(policy), Some(current)) = (policy, current) {
-        insert_text(headers, "ratelimit-policy", &policy);
-        insert_text(headers, "ratelimit", &current);
+    let month = d.limit.zip(d.remaining);
+    let names: Vec<String> = d
+        .windows
+        .iter()
+        .map(|w| RateLimit::item_name(w.window_secs))
+        .collect();
+    let mut policy: Vec<(&str, [(&str, u64); 2])> = Vec::with_capacity(1 + names.len());
+    if let Some((limit, _)) = month {
+        policy.push(("monthly", [("q", limit), ("w", d.reset_at.length_secs())]));
     }
-    headers.insert("ratelimit-limit", HeaderValue::from(limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(secs_to_reset));
+    for (w, name) in d.windows.iter().zip(&names) {
+        policy.push((name, [("q", w.limit), ("w", w.window_secs)]));
+    }
+    let current = match d.current_item() {
+        Some(RateItem::Monthly) => month.map(|(_, r)| ("monthly".to_owned(), r, secs_to_reset)),
+        Some(RateItem::Window(w)) => Some((
+            RateLimit::item_name(w.window_secs),
+            w.remaining,
+            w.reset_secs(),
+        )),
+        None => None,
+    };
+    if let Some((name, remaining, reset)) = current {
+        let policy: Vec<(&str, &[(&str, u64)])> =
+            policy.iter().map(|(n, p)| (*n, p.as_slice())).collect();
+        let current = sf_list(&[(&name, &[("r", remaining), ("t", reset)])]);
+        // A limit past an sf-integer (15 digits) cannot be written as the draft's fields;
+        // they are left out rather than written malformed. The older trio has no such bound.
+        if let (Some(policy), Some(current)) = (sf_list(&policy), current) {
+            insert_text(headers, "ratelimit-policy", &policy);
+            insert_text(headers, "ratelimit", &current);
+        }
+    }
+    if let Some((limit, remaining)) = month {
+        headers.insert("ratelimit-limit", HeaderValue::from(limit));
+        headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
+        headers.insert("ratelimit-reset", HeaderValue::from(secs_to_reset));
+    }
 }
 
 /// The forward-auth headers a proxy copies onto the upstream request.
@@ -131,7 +177,7 @@ fn insert_text(headers: &mut HeaderMap, name: &'static str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quota::{ApiKey, Period};
+    use crate::quota::{ApiKey, Period, WindowState};
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -193,6 +239,35 @@ mod tests {
         assert!(h.get("x-quota-limit").is_none() && h.get("x-quota-remaining").is_none());
         assert_eq!(h["x-quota-tier"], "free");
         assert_eq!(h["x-quota-reset"], "172800");
+    }
+
+    #[test]
+    fn a_rate_limited_refusal_retries_after_the_longest_wait_and_names_that_window() {
+        let now = at("2026-11-29T00:00:00Z");
+        let window = |secs, limit, remaining, reset_after_ms, wait_ms| WindowState {
+            window_secs: secs,
+            limit,
+            remaining,
+            reset_after_ms,
+            wait_ms,
+        };
+        let mut d = decision(Some(1000), 10);
+        d.allowed = false;
+        let windows = vec![
+            window(1, 10, 0, 1000, 100),
+            window(60, 20, 0, 60_000, 2_001),
+        ];
+        d.set_windows(windows, true);
+        let r = decision_response(&d, now, Answer::CONSUME);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let h = r.headers();
+        assert_eq!(h[RETRY_AFTER], "3");
+        assert_eq!(
+            h["ratelimit-policy"],
+            "\"monthly\";q=1000;w=2592000, \"1s\";q=10;w=1, \"60s\";q=20;w=60"
+        );
+        assert_eq!(h["ratelimit"], "\"60s\";r=0;t=60");
+        assert_eq!(h["ratelimit-remaining"], "990");
     }
 
     #[test]

@@ -34,6 +34,8 @@ async fn route(state: &AppState, req: Request<Incoming>) -> (&'static str, Handl
         (_, ["v1", "consume"]) => ("consume", Err(NotAllowed("POST"))),
         (&Method::GET, ["v1", "quota"]) => ("quota", handlers::quota(state, req).await),
         (_, ["v1", "quota"]) => ("quota", Err(NotAllowed("GET"))),
+        (&Method::GET, ["v1", "usage"]) => ("usage", handlers::usage(state, req).await),
+        (_, ["v1", "usage"]) => ("usage", Err(NotAllowed("GET"))),
         (_, ["v1", "authorize", ..]) => {
             let suffix = path["/v1/authorize".len()..].to_owned();
             ("authorize", handlers::authorize(state, req, suffix).await)
@@ -50,6 +52,10 @@ async fn route(state: &AppState, req: Request<Incoming>) -> (&'static str, Handl
             ("key_audit", handlers::key_audit(state, req, id).await)
         }
         (_, ["v1", "keys", _, "audit"]) => ("key_audit", Err(NotAllowed("GET"))),
+        (&Method::GET, ["v1", "keys", id, "usage"]) => {
+            ("key_usage", handlers::key_usage(state, req, id).await)
+        }
+        (_, ["v1", "keys", _, "usage"]) => ("key_usage", Err(NotAllowed("GET"))),
         (&Method::GET | &Method::HEAD, ["metrics"]) => ("metrics", handlers::metrics(state)),
         (_, ["metrics"]) => ("metrics", Err(NotAllowed("GET, HEAD"))),
         (&Method::GET | &Method::HEAD, ["healthz"]) => ("healthz", handlers::healthz()),

@@ -3,7 +3,7 @@
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use super::{KeyId, Period};
+use super::{KeyId, Period, WindowState};
 
 /// The largest cost one request may carry.
 pub const MAX_COST: u64 = 1_000_000;
@@ -158,6 +158,25 @@ pub struct Decision {
     pub replayed: bool,
     /// The audit record's id; `None` when nothing was recorded.
     pub audit_id: Option<String>,
+    /// The window the `RateLimit` header names (SPEC §9); `None` when it names the
+    /// month or the tier has no windows.
+    pub rate_limit: Option<WindowState>,
+    /// Every window of the key's tier at this decision, shortest first.
+    #[serde(skip)]
+    pub windows: Vec<WindowState>,
+    /// Whether a rate window refused the request (then `allowed` is false and nothing
+    /// was consumed); a refusal by the month leaves it false.
+    #[serde(skip)]
+    pub rate_limited: bool,
+}
+
+/// The item of the `RateLimit` header: the month or one window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateItem<'a> {
+    /// The monthly quota.
+    Monthly,
+    /// A rate window.
+    Window(&'a WindowState),
 }
 
 fn serialize_reset<S: Serializer>(period: &Period, s: S) -> Result<S::Ok, S::Error> {
@@ -183,7 +202,49 @@ impl Decision {
             reset_at: period,
             replayed: false,
             audit_id: None,
+            rate_limit: None,
+            windows: Vec::new(),
+            rate_limited: false,
         }
+    }
+
+    /// Sets the tier's windows (shortest first) and whether one refused the request.
+    pub fn set_windows(&mut self, windows: Vec<WindowState>, rate_limited: bool) {
+        self.windows = windows;
+        self.rate_limited = rate_limited;
+        self.rate_limit = match self.current_item() {
+            Some(RateItem::Window(w)) => Some(*w),
+            _ => None,
+        };
+    }
+
+    /// The item `RateLimit` names: on a rate-limited refusal the window with the longest
+    /// wait, else the item with the smallest remaining (ties: the shorter window, the
+    /// month being the longest); `None` for an unlimited key without windows.
+    pub fn current_item(&self) -> Option<RateItem<'_>> {
+        if self.rate_limited {
+            // Shortest first, so a strictly longer wait is needed to move on.
+            let refusing = self.windows.iter().filter(|w| w.wait_ms > 0);
+            let longest = refusing.fold(None::<&WindowState>, |best, w| match best {
+                Some(b) if b.wait_ms >= w.wait_ms => Some(b),
+                _ => Some(w),
+            });
+            if let Some(w) = longest {
+                return Some(RateItem::Window(w));
+            }
+        }
+        let month = self
+            .remaining
+            .map(|r| (r, self.reset_at.length_secs(), RateItem::Monthly));
+        let windows = self
+            .windows
+            .iter()
+            .map(|w| (w.remaining, w.window_secs, RateItem::Window(w)));
+        month
+            .into_iter()
+            .chain(windows)
+            .min_by_key(|(remaining, secs, _)| (*remaining, *secs))
+            .map(|(_, _, item)| item)
     }
 }
 
@@ -242,6 +303,50 @@ mod tests {
         ] {
             assert!(ConsumeRequest::simple(1, bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn window(secs: u64, remaining: u64, wait_ms: u64) -> WindowState {
+        WindowState {
+            window_secs: secs,
+            limit: 100,
+            remaining,
+            reset_after_ms: 10,
+            wait_ms,
+        }
+    }
+
+    fn decision(limit: Option<u64>, used: u64, windows: &[WindowState], limited: bool) -> Decision {
+        let id = super::super::ApiKey::presented("k").unwrap().id();
+        let period = Period::parse("2026-11").unwrap();
+        let mut d = Decision::new(&id, "free".into(), limit, used, period);
+        d.set_windows(windows.to_vec(), limited);
+        d
+    }
+
+    #[test]
+    fn the_named_item_has_the_smallest_remaining_ties_to_the_shorter_window() {
+        let (a, b) = (window(1, 5, 0), window(60, 5, 0));
+        let d = decision(Some(100), 0, &[a, b], false);
+        assert_eq!(d.current_item(), Some(RateItem::Window(&a)));
+        assert_eq!(d.rate_limit, Some(a));
+        // The month is the longest window: a tie goes to the window.
+        let d = decision(Some(5), 0, &[b], false);
+        assert_eq!(d.current_item(), Some(RateItem::Window(&b)));
+        let d = decision(Some(4), 0, &[a, b], false);
+        assert_eq!(
+            (d.current_item(), d.rate_limit),
+            (Some(RateItem::Monthly), None)
+        );
+        // Unlimited: only windows, or nothing.
+        assert_eq!(decision(None, 0, &[b], false).rate_limit, Some(b));
+        assert_eq!(decision(None, 0, &[], false).current_item(), None);
+    }
+
+    #[test]
+    fn a_rate_limited_refusal_names_the_longest_wait() {
+        let (a, b, c) = (window(1, 0, 100), window(60, 0, 900), window(3600, 0, 900));
+        let d = decision(Some(100), 0, &[a, b, c], true);
+        assert_eq!(d.rate_limit, Some(b));
     }
 
     #[test]

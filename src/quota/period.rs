@@ -1,9 +1,9 @@
 //! Calendar months in UTC, the unit quotas reset on.
 
-use chrono::{DateTime, Datelike, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, TimeZone, Utc};
 
-/// One calendar month in UTC, e.g. `2026-11`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One calendar month in UTC, e.g. `2026-11`. Ordered in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Period {
     year: i32,
     month: u32,
@@ -16,6 +16,39 @@ impl Period {
             year: now.year(),
             month: now.month(),
         }
+    }
+
+    /// Parses `YYYY-MM` exactly (four digits, a dash, a month 01-12); else `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (year, month) = s.split_once('-')?;
+        let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(year, 4) || !digits(month, 2) {
+            return None;
+        }
+        let period = Period {
+            year: year.parse().ok()?,
+            month: month.parse().ok()?,
+        };
+        (1..=12).contains(&period.month).then_some(period)
+    }
+
+    /// The month of a UTC date.
+    pub fn of_date(date: NaiveDate) -> Self {
+        Period {
+            year: date.year(),
+            month: date.month(),
+        }
+    }
+
+    /// Days in the month.
+    pub fn days(&self) -> u32 {
+        (self.length_secs() / 86_400) as u32
+    }
+
+    /// Day `day` (1-based) of the month; past the end it is clamped to the last day.
+    pub fn date(&self, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(self.year, self.month, day.clamp(1, self.days()))
+            .expect("a day within its month always exists")
     }
 
     /// `YYYY-MM`, as used in counter keys and responses.
@@ -92,6 +125,27 @@ mod tests {
         assert_eq!(p.secs_to_reset(at("2026-11-30T23:59:59.999Z")), 1);
         assert_eq!(p.secs_to_reset(at("2026-11-30T23:59:58.500Z")), 2);
         assert_eq!(p.label(), "2026-11");
+    }
+
+    #[test]
+    fn periods_parse_strictly() {
+        assert_eq!(Period::parse("2026-11").unwrap().label(), "2026-11");
+        assert_eq!(Period::parse("2028-02").unwrap().days(), 29);
+        for bad in [
+            "2026-13",
+            "2026-00",
+            "2026-1",
+            "26-11",
+            "2026-11-01",
+            "2026/11",
+            "",
+            "２０２６-11",
+        ] {
+            assert!(Period::parse(bad).is_none(), "{bad}");
+        }
+        let p = Period::parse("2026-11").unwrap();
+        assert_eq!(p.date(30).to_string(), "2026-11-30");
+        assert!(p < Period::parse("2026-12").unwrap() && p > Period::parse("2025-12").unwrap());
     }
 
     #[test]

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// A named plan: a monthly limit (`None` = unlimited) and an audit retention.
+use super::RateLimit;
+
+/// A named plan: a monthly limit (`None` = unlimited), an audit retention, and short
+/// rate windows decided together with the month (SPEC §9).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 // A typo (`monthy_limit`) must not silently make a tier unlimited.
 #[serde(deny_unknown_fields)]
@@ -16,6 +19,10 @@ pub struct Tier {
     /// Days an audit record of this tier is kept.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Rate windows beside the month, shortest first once in a [`Catalogue`]; none by
+    /// default. Each `window_secs` appears at most once (the config refuses repeats).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
 }
 
 fn default_retention_days() -> u32 {
@@ -32,6 +39,7 @@ impl Default for Catalogue {
         let tier = |limit: Option<u64>, days: u32| Tier {
             monthly_limit: limit,
             retention_days: days,
+            rate_limits: Vec::new(),
         };
         Catalogue(BTreeMap::from([
             ("free".to_owned(), tier(Some(1_000), 7)),
@@ -43,8 +51,11 @@ impl Default for Catalogue {
 }
 
 impl Catalogue {
-    /// A catalogue of exactly these tiers.
-    pub fn new(tiers: BTreeMap<String, Tier>) -> Self {
+    /// A catalogue of exactly these tiers, each tier's windows shortest first.
+    pub fn new(mut tiers: BTreeMap<String, Tier>) -> Self {
+        for tier in tiers.values_mut() {
+            tier.rate_limits.sort_by_key(|w| w.window_secs);
+        }
         Catalogue(tiers)
     }
 
@@ -58,6 +69,11 @@ impl Catalogue {
         self.0.iter().map(|(name, tier)| (name.as_str(), tier))
     }
 
+    /// How many tiers the catalogue has.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Whether the catalogue has no tiers at all.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -68,19 +84,30 @@ impl Catalogue {
         let mut hasher = Sha256::new();
         for (name, tier) in self.iter() {
             let limit = tier.monthly_limit.map_or(-1, |l| l as i128);
-            hasher.update(format!("{name}\0{limit}\0{}\n", tier.retention_days));
+            hasher.update(format!("{name}\0{limit}\0{}", tier.retention_days));
+            // Only when present, so a catalogue without windows keeps the fingerprint
+            // it had before windows existed (a rolling upgrade is no mismatch).
+            for w in &tier.rate_limits {
+                hasher.update(format!("\0{}/{}", w.limit, w.window_secs));
+            }
+            hasher.update("\n");
         }
         hex::encode(&hasher.finalize()[..8])
     }
 
-    /// `name limit name limit …` as the consume script takes them (-1 = unlimited).
+    /// Per tier `name, monthly limit (-1 = unlimited), k, then k × (window_secs,
+    /// limit)`, as the consume script takes them.
     pub fn script_args(&self) -> Vec<String> {
-        self.iter()
-            .flat_map(|(name, tier)| {
-                let limit = tier.monthly_limit.map_or(-1, |l| l as i128);
-                [name.to_owned(), limit.to_string()]
-            })
-            .collect()
+        let mut args = Vec::new();
+        for (name, tier) in self.iter() {
+            let limit = tier.monthly_limit.map_or(-1, |l| l as i128);
+            args.extend([name.to_owned(), limit.to_string()]);
+            args.push(tier.rate_limits.len().to_string());
+            for w in &tier.rate_limits {
+                args.extend([w.window_secs.to_string(), w.limit.to_string()]);
+            }
+        }
+        args
     }
 }
 
@@ -106,5 +133,40 @@ mod tests {
         tiers.get_mut("pro").unwrap().monthly_limit = Some(10_001);
         assert_ne!(a.fingerprint(), Catalogue::new(tiers).fingerprint());
         assert_eq!(a.fingerprint(), Catalogue::default().fingerprint());
+    }
+
+    #[test]
+    fn fingerprint_covers_the_windows_and_keeps_its_value_without_them() {
+        // The value of the default catalogue before windows existed.
+        let a = Catalogue::default();
+        assert_eq!(a.fingerprint(), "d6d7dd873182840e");
+        let with = |limit: u64, window_secs: u64| {
+            let mut tiers = a.0.clone();
+            tiers.get_mut("free").unwrap().rate_limits = vec![RateLimit { limit, window_secs }];
+            Catalogue::new(tiers).fingerprint()
+        };
+        assert_ne!(with(10, 1), a.fingerprint());
+        assert_ne!(with(10, 1), with(10, 2));
+        assert_ne!(with(10, 1), with(11, 1));
+    }
+
+    #[test]
+    fn script_args_carry_each_tiers_windows_shortest_first() {
+        let tier = Tier {
+            monthly_limit: Some(5),
+            retention_days: 1,
+            rate_limits: vec![
+                RateLimit {
+                    limit: 600,
+                    window_secs: 60,
+                },
+                RateLimit {
+                    limit: 10,
+                    window_secs: 1,
+                },
+            ],
+        };
+        let c = Catalogue::new(BTreeMap::from([("gold".to_owned(), tier)]));
+        assert_eq!(c.script_args(), ["gold", "5", "2", "1", "10", "60", "600"]);
     }
 }

@@ -197,8 +197,19 @@ pub async fn engine(redis: &TestRedis) -> Engine {
 
 /// An engine on `redis` with its own pool, started.
 pub async fn engine_with(redis: &TestRedis, settings: EngineSettings, clock: Clock) -> Engine {
+    engine_with_catalogue(redis, Catalogue::default(), settings, clock).await
+}
+
+/// An engine on `redis` with its own pool and `catalogue` instead of the default tiers,
+/// started.
+pub async fn engine_with_catalogue(
+    redis: &TestRedis,
+    catalogue: Catalogue,
+    settings: EngineSettings,
+    clock: Clock,
+) -> Engine {
     let store = Store::new(&redis.url(), Duration::from_millis(250), 16).expect("store");
-    let engine = Engine::new(store, Catalogue::default(), settings, clock);
+    let engine = Engine::new(store, catalogue, settings, clock);
     engine.start().await.expect("engine starts");
     engine
 }
