@@ -10,15 +10,6 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use quotad::engine::{system_clock, BacklogPolicy, EngineSettings};
 use quotad::quota::ConsumeRequest;
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn trim_mode_keeps_admitting_and_counts_what_it_trimmed() {
     let recorder = PrometheusBuilder::new().build_recorder();
@@ -46,7 +37,7 @@ async fn trim_mode_keeps_admitting_and_counts_what_it_trimmed() {
     }
     let text = handle.render();
     assert_eq!(
-        metric(&text, "quotad_audit_trimmed_unpersisted_total"),
+        common::metric(&text, "quotad_audit_trimmed_unpersisted_total"),
         14.0
     );
 
@@ -61,8 +52,11 @@ async fn trim_mode_keeps_admitting_and_counts_what_it_trimmed() {
         .collect();
     assert_eq!(used, vec![20, 19, 18, 17, 16, 15]);
     let text = handle.render();
-    assert_eq!(metric(&text, "quotad_audit_persisted_total"), 6.0);
+    assert_eq!(common::metric(&text, "quotad_audit_persisted_total"), 6.0);
     // Refreshed when the writer started, before it drained the six entries.
-    assert_eq!(metric(&text, "quotad_audit_backlog{shard=\"0\"}"), 6.0);
-    assert!(metric(&text, "quotad_audit_batch_duration_seconds_count") >= 1.0);
+    assert_eq!(
+        common::metric(&text, "quotad_audit_backlog{shard=\"0\"}"),
+        6.0
+    );
+    assert!(common::metric(&text, "quotad_audit_batch_duration_seconds_count") >= 1.0);
 }

@@ -12,15 +12,6 @@ use quotad::quota::ApiKey;
 const SHARDS: u32 = 2;
 const TS: &str = "2026-11-27T19:41:14.123Z";
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn an_entry_of_unknown_version_is_acknowledged_without_rows_and_counted() {
     let recorder = PrometheusBuilder::new().build_recorder();
@@ -46,6 +37,6 @@ async fn an_entry_of_unknown_version_is_acknowledged_without_rows_and_counted() 
     assert_eq!(s::count(&db), 2);
     assert_eq!(s::pending(&redis, SHARDS), 0);
     let text = handle.render();
-    assert_eq!(metric(&text, "quotad_audit_unreadable_total"), 1.0);
-    assert_eq!(metric(&text, "quotad_audit_persisted_total"), 2.0);
+    assert_eq!(common::metric(&text, "quotad_audit_unreadable_total"), 1.0);
+    assert_eq!(common::metric(&text, "quotad_audit_persisted_total"), 2.0);
 }

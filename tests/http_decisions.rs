@@ -56,13 +56,7 @@ async fn decisions_carry_rate_limit_headers_and_denials_retry_after() {
         }
     }
     // GET /v1/quota: always 200, nothing consumed, allowed = something remains.
-    let resp = app
-        .client
-        .get(app.url("/v1/quota"))
-        .bearer_auth(key.expose())
-        .send()
-        .await
-        .unwrap();
+    let resp = app.quota(&key).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     let expected = json!({"allowed": false, "key_id": key.id().to_string(), "tier": "free",

@@ -136,12 +136,6 @@ async fn an_admin_can_read_a_key_whose_tier_this_node_lacks() {
     assert_eq!(resp.status(), 500);
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"], "unknown_tier");
-    let quota = app
-        .client
-        .get(app.url("/v1/quota"))
-        .bearer_auth(key.expose())
-        .send()
-        .await
-        .unwrap();
+    let quota = app.quota(&key).await;
     assert_eq!(quota.status(), 500, "never treated as unlimited");
 }

@@ -276,6 +276,16 @@ impl TestApp {
             .bearer_auth(&self.admin)
     }
 
+    /// `GET /v1/quota` with `key` as Bearer.
+    pub async fn quota(&self, key: &ApiKey) -> reqwest::Response {
+        self.client
+            .get(self.url("/v1/quota"))
+            .bearer_auth(key.expose())
+            .send()
+            .await
+            .expect("quota request")
+    }
+
     /// `POST /v1/consume` with `key` as Bearer and `body`.
     pub async fn consume(&self, key: &ApiKey, body: serde_json::Value) -> reqwest::Response {
         self.client
@@ -503,4 +513,14 @@ pub fn audit_records(redis: &TestRedis) -> Vec<std::collections::BTreeMap<String
         }
     }
     out
+}
+
+/// The value of the unlabelled series `name` in a Prometheus text rendering (0 when absent).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
 }
